@@ -1,0 +1,24 @@
+# The README's two commands. Both set up what they need on a fresh machine (idempotent):
+# a venv with torch and the ComfyUI 0.3.75 host (or COMFYUI_PATH=/path/to/ComfyUI).
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test lint workflows clean
+
+setup:
+	@bash tools/setup_host.sh
+
+demo: setup
+	@$(PY) -m tools.demo $(ARGS)
+
+lint: setup
+	@$(PY) -m ruff check .
+
+test: setup lint
+	@$(PY) -m pytest
+
+workflows: setup
+	@$(PY) -m tools.make_workflows
+
+clean:
+	rm -rf .venv .host

@@ -1,0 +1,54 @@
+"""RhymeFlowKeyframes: how keyframes are chosen (a RHYMEFLOW_KEYFRAMES value for the sampler)."""
+from __future__ import annotations
+
+from ..rhymeflow_core.compat import v3_api
+from ..rhymeflow_core.errors import RhymeFlowInputError
+from ..rhymeflow_core.keyframes import STRATEGIES, KeyframeSpec, parse_manual_frames
+
+_, io = v3_api()
+Keyframes = io.Custom("RHYMEFLOW_KEYFRAMES")
+
+
+class RhymeFlowKeyframes(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RhymeFlowKeyframes",
+            display_name="RhymeFlow Keyframes",
+            category="sampling/rhymeflow",
+            description="Chooses which latent frames are denoised at every step; the others skip steps and are "
+                        "advanced once per group. Frames 0 and the last are always keyframes.",
+            inputs=[
+                io.Combo.Input("strategy", options=list(STRATEGIES), default="semantic",
+                               tooltip="semantic: new keyframe where the content changes (cosine similarity of the clean "
+                                       "prediction at the end of warm-up); uniform: evenly spaced; manual: your list. "
+                                       "random / first are ablations from the paper."),
+                io.Int.Input("count", default=2, min=1, max=1024,
+                             tooltip="Number of keyframes M in latent frames, counting the first and last frame. "
+                                     "2 is the release setting; more keyframes = closer to dense, less speed-up."),
+                io.Float.Input("similarity_threshold", default=0.98, min=0.0, max=1.0, step=0.001,
+                               tooltip="semantic only: a frame whose similarity to the last keyframe falls below this starts a new keyframe."),
+                io.Int.Input("min_gap", default=1, min=1, max=1024,
+                             tooltip="Minimum distance in latent frames between two keyframes (semantic strategy)."),
+                io.String.Input("manual_frames", default="", multiline=False,
+                                tooltip="manual only: latent frame indices separated by commas, e.g. 0,7,20 (-1 = last frame). "
+                                        "Wan latent frame k covers pixel frames 4k-3..4k."),
+            ],
+            outputs=[Keyframes.Output(display_name="keyframes", tooltip="Connect to RhymeFlowSampler.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, strategy, manual_frames, **kwargs):
+        try:
+            frames = parse_manual_frames(manual_frames)
+            if strategy == "manual" and not frames:
+                return "RhymeFlow: strategy 'manual' needs a frame list such as '0,7,20' in manual_frames."
+        except RhymeFlowInputError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, strategy, count, similarity_threshold, min_gap, manual_frames) -> io.NodeOutput:
+        spec = KeyframeSpec(strategy=strategy, count=count, threshold=similarity_threshold, min_gap=min_gap,
+                            manual=parse_manual_frames(manual_frames) if strategy == "manual" else ())
+        return io.NodeOutput(spec)

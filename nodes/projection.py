@@ -1,0 +1,35 @@
+"""RhymeFlowTrajectoryProjection: MODEL -> MODEL with the active-pass forward installed."""
+from __future__ import annotations
+
+from ..rhymeflow_core.cache import CACHE_DEVICES
+from ..rhymeflow_core.compat import v3_api
+from ..rhymeflow_core.patch import apply_trajectory_projection
+from ..rhymeflow_core.run_state import CONTEXT_MODES
+
+_, io = v3_api()
+
+
+class RhymeFlowTrajectoryProjection(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RhymeFlowTrajectoryProjection",
+            display_name="RhymeFlow Trajectory Projection",
+            category="sampling/rhymeflow",
+            description="Lets RhymeFlowSampler run active passes on this model: only keyframe tokens are computed, "
+                        "the other frames' context comes from a per-layer cache. Other samplers are unaffected.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 text-to-video model (each Wan 2.2 expert gets its own node)."),
+                io.Combo.Input("context", options=list(CONTEXT_MODES), default="kv_cache",
+                               tooltip="Where non-keyframes' keys/values come from in active passes. kv_cache: cached keys/values "
+                                       "(fastest); hidden_cache: cached block inputs re-projected each step (the reference code); "
+                                       "keyframe_only: keyframes attend only to each other (ablation, lower quality)."),
+                io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default="auto",
+                               tooltip="Where the cache lives. auto: on the GPU when it fits the free memory, else in CPU RAM."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model, ready for RhymeFlowSampler.")],
+        )
+
+    @classmethod
+    def execute(cls, model, context, cache_device) -> io.NodeOutput:
+        return io.NodeOutput(apply_trajectory_projection(model, context, cache_device))

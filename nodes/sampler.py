@@ -1,0 +1,58 @@
+"""RhymeFlowSampler: a SAMPLER for SamplerCustomAdvanced that runs the RhymeFlow schedule."""
+from __future__ import annotations
+
+from ..rhymeflow_core.compat import v3_api
+from ..rhymeflow_core.keyframes import KeyframeSpec
+from ..rhymeflow_core.sampler import SamplerSettings
+from ..rhymeflow_core.sampler_object import RhymeFlowKSampler
+from ..rhymeflow_core.schedule import ScheduleSettings
+from ..rhymeflow_core.solvers import SOLVERS
+from .keyframes import Keyframes
+
+_, io = v3_api()
+
+
+class RhymeFlowSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RhymeFlowSampler",
+            display_name="RhymeFlow Sampler",
+            category="sampling/rhymeflow",
+            description="Frame-decoupled sampling (RhymeFlow, arXiv 2606.06309): synchronous warm-up, then only keyframes "
+                        "are denoised every step while the other frames jump once per group. Needs a model patched by "
+                        "RhymeFlowTrajectoryProjection. Defaults are the paper's release setting for 50 steps.",
+            inputs=[
+                io.Combo.Input("solver", options=list(SOLVERS), default="uni_pc",
+                               tooltip="Solver for keyframes (and all frames during warm-up). Identical to ComfyUI's sampler of "
+                                       "the same name; non-keyframes always take one Euler jump per group."),
+                io.Int.Input("warmup_steps", default=10, min=0, max=1000,
+                             tooltip="Synchronous full steps before any frame skips; the strongest quality knob. "
+                                     "Release: 10 of 50 steps. At 30 steps 6-10, at 20 steps 4-6 (see README)."),
+                io.Int.Input("min_stride", default=3, min=1, max=100,
+                             tooltip="Group length (steps per full pass) early after warm-up."),
+                io.Int.Input("max_stride", default=5, min=1, max=100,
+                             tooltip="Group length late in sampling. Strides above 5 start to shimmer (paper, Fig. 6)."),
+                io.Float.Input("transition_1", default=0.3, min=0.0, max=1000.0, step=0.01,
+                               tooltip="Where the middle stride (min+1) starts: a fraction of the post-warm-up steps, "
+                                       "or an absolute step offset if above 1."),
+                io.Float.Input("transition_2", default=0.7, min=0.0, max=1000.0, step=0.01,
+                               tooltip="Where max_stride starts: a fraction of the post-warm-up steps, or an absolute offset if above 1."),
+                io.Combo.Input("stride_schedule", options=["progressive", "fixed"], default="progressive",
+                               tooltip="progressive: strides grow min -> min+1 -> max; fixed: min_stride everywhere."),
+                Keyframes.Input("keyframes", optional=True,
+                                tooltip="From RhymeFlowKeyframes. Default: semantic, 2 keyframes (first and last frame)."),
+            ],
+            outputs=[io.Sampler.Output(tooltip="Connect to SamplerCustomAdvanced.")],
+        )
+
+    @classmethod
+    def execute(cls, solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
+                stride_schedule, keyframes=None) -> io.NodeOutput:
+        settings = SamplerSettings(
+            schedule=ScheduleSettings(warmup_steps, min_stride, max_stride, transition_1, transition_2,
+                                      progressive=stride_schedule == "progressive"),
+            keyframes=keyframes if keyframes is not None else KeyframeSpec(),
+            solver=solver,
+        )
+        return io.NodeOutput(RhymeFlowKSampler(settings))

