@@ -27,3 +27,9 @@ import comfy.cli_args  # noqa: E402
 
 comfy.cli_args.args.cpu = True  # before comfy.model_management is imported (comfyui-host.md §6)
 comfy.cli_args.args.disable_smart_memory = True
+
+# Bind ComfyUI's top-level `nodes` module now: pytest may later put this pack's root (which has a
+# `nodes/` package) ahead of the host on sys.path while probing the root __init__.py.
+import nodes as _comfy_nodes  # noqa: E402
+
+assert hasattr(_comfy_nodes, "NODE_CLASS_MAPPINGS"), f"`nodes` is not ComfyUI's: {_comfy_nodes.__file__}"

@@ -1,8 +1,8 @@
 """The Wan active pass (spec §4) against ComfyUI's own WanModel forward."""
 import pytest
 import torch
-from helpers import PassProbe, tiny_model
 
+from helpers import PassProbe, tiny_model
 from rhymeflow_core.adapters.wan import WanAdapter
 from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
 

@@ -4,8 +4,8 @@ import comfy.samplers
 import comfy.sd
 import pytest
 import torch
-from helpers import PassProbe, conds, latent_and_noise, patched, rhymeflow, sample, sigmas_for, tiny_model
 
+from helpers import PassProbe, conds, latent_and_noise, patched, rhymeflow, sample, sigmas_for, tiny_model
 from rhymeflow_core.demo_model import tiny_wan_state_dict
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec

@@ -1,10 +1,12 @@
 """RhymeFlow sampling through ComfyUI's real CFGGuider -> KSAMPLER -> WAN21 path."""
 import comfy.model_management
+import comfy.patcher_extension
 import comfy.samplers
 import pytest
 import torch
-from helpers import PassProbe, conds, interrupt_at, last_report, latent_and_noise, patched, rel_err, rhymeflow, sample, sigmas_for, tiny_model
+from comfy_extras.nodes_custom_sampler import Guider_Basic
 
+from helpers import PassProbe, conds, interrupt_at, last_report, latent_and_noise, patched, rel_err, rhymeflow, sample, sigmas_for, tiny_model
 from rhymeflow_core.run_state import KEY, ProjectionConfig
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
 
@@ -119,8 +121,8 @@ def test_cfg_one_and_basic_guider_have_no_uncond_branch():
     for make in ("cfg1", "basic"):
         for m in (model, patched(model)):
             if make == "basic":
-                guider = comfy.samplers.CFGGuider(m)
-                guider.inner_set_conds({"positive": cond})
+                guider = Guider_Basic(m)  # what the BasicGuider node returns
+                guider.set_conds(cond)
             else:
                 guider = comfy.samplers.CFGGuider(m)
                 guider.set_conds(cond, conds()[1])
@@ -207,3 +209,24 @@ def test_interrupt_stops_within_a_step_and_frees_the_cache():
             sample(p, rhymeflow("euler", count=2), sigmas, latent, noise, callback=callback)
     assert len(probe.calls) == 7
     assert runs and not runs[-1].cache.entries
+
+
+def test_attention_overrides_still_apply_in_active_passes():
+    """A SageAttention-style override node sets transformer_options['optimized_attention_override']."""
+    model = tiny_model()
+    sigmas = sigmas_for(model, 10)
+    latent, noise = latent_and_noise(FRAMES, SIZE)
+    seen = []
+
+    def override(original, q, k, v, heads, **kwargs):
+        seen.append((q.shape[1], k.shape[1]))
+        return original(q, k, v, heads, **kwargs)
+
+    p = patched(model)
+    p.model_options["transformer_options"]["optimized_attention_override"] = override
+    plain = sample(patched(model), rhymeflow("euler", count=2), sigmas, latent, noise)
+    with_override = sample(p, rhymeflow("euler", count=2), sigmas, latent, noise)
+    assert torch.equal(plain, with_override)
+    key_rows, all_rows = 2 * (SIZE // 2) ** 2, FULL_ROWS
+    assert (key_rows, all_rows) in seen, "active self-attention: keyframe queries against all keys, through the override"
+    assert (all_rows, all_rows) in seen

@@ -65,3 +65,12 @@ def test_fixed_stride_and_absolute_transitions():
 def test_ideal_speedup_matches_anchor():
     s = build_schedule(50, ScheduleSettings())
     assert s.ideal_speedup(0.109) == pytest.approx(2.07, abs=0.01)
+
+
+@pytest.mark.parametrize("steps,full,active", [(50, 21, 29), (30, 16, 14), (20, 13, 7)])
+def test_release_defaults_at_template_step_counts(steps, full, active):
+    """Decision (README, "Step counts"): warm-up stays 10 absolute steps; at the 20-30 steps of
+    ComfyUI's Wan templates that is a conservative schedule, and the README recommends 6 / 4."""
+    from rhymeflow_core.sampler import SamplerSettings
+    s = build_schedule(steps, SamplerSettings().schedule)
+    assert (s.full_passes, s.active_passes) == (full, active)
