@@ -1,6 +1,8 @@
 # The README's two commands. Both set up what they need on a fresh machine (idempotent):
 # a venv with torch and the ComfyUI 0.3.75 host (or COMFYUI_PATH=/path/to/ComfyUI).
-PY := .venv/bin/python
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export VENV
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup demo test lint workflows clean

@@ -40,7 +40,7 @@ class ContextCache:
         blocks = self.entries.setdefault(signature, [])
         if block == 0:
             blocks.clear()
-        placed = tuple(t.to(self.device, non_blocking=True) if t.device != self.device else t for t in tensors)
+        placed = tuple(t.to(self.device) if t.device != self.device else t for t in tensors)
         blocks.append(placed)
         self.peak_bytes = max(self.peak_bytes, self.nbytes())
 

@@ -56,6 +56,10 @@ class WanAdapter(ActivePassAdapter):
                                       "use a T2V Wan workflow.")
         if timestep.ndim > 1 and timestep.shape[1] > 1:
             raise RhymeFlowInputError("per-frame timesteps are not supported in RhymeFlow passes yet (Wan 2.2 TI2V-5B).")
+        if to.get("patches_replace", {}).get("dit") and not run.memo.get("warned_block_patches"):
+            run.memo["warned_block_patches"] = True
+            compat.log.warning("RhymeFlow: block-replace patches (e.g. skip-layer guidance) apply only in warm-up passes, "
+                               "not in rhythmic or active passes.")
         b, _, frames, h, w = x.shape
         x = pad_to_patch_size(x, wan.patch_size)
         ph, pw = wan.patch_size[1], wan.patch_size[2]
