@@ -62,4 +62,7 @@ link="$comfy/custom_nodes/ComfyUI-RhymeFlow"
 if [ ! -e "$link" ]; then
   ln -s "$root" "$link"
 fi
-echo "$comfy" > "$host_dir/comfyui_path"
+if [ -z "${COMFYUI_PATH:-}" ]; then
+  # Tests and tools find the bundled host through this marker; COMFYUI_PATH wins when set.
+  echo "$comfy" > "$host_dir/comfyui_path"
+fi
