@@ -46,11 +46,23 @@ class ContextCache:
 
     def load(self, signature: tuple, block: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         blocks = self.entries.get(signature)
-        if blocks is None or block >= len(blocks):
-            raise RuntimeError(
-                f"RhymeFlow: no context cache for conditioning batch {signature} at block {block}; an active pass "
-                "ran without a rhythmic point recording it (was the sampler run without RhymeFlowSampler's schedule?)")
-        return tuple(t.to(device, non_blocking=True) if t.device != device else t for t in blocks[block])
+        entry = blocks[block] if blocks is not None and block < len(blocks) else self._assemble(signature, block)
+        return tuple(t.to(device, non_blocking=True) if t.device != device else t for t in entry)
+
+    def _assemble(self, signature: tuple, block: int) -> tuple[torch.Tensor, ...]:
+        """ComfyUI batched the conds differently than at the rhythmic point: gather each cond's rows."""
+        parts = []
+        for uuid in signature:
+            for recorded, blocks in self.entries.items():
+                if uuid in recorded and block < len(blocks):
+                    k = recorded.index(uuid)
+                    parts.append(tuple(t.chunk(len(recorded), dim=0)[k] for t in blocks[block]))
+                    break
+            else:
+                raise RuntimeError(
+                    f"RhymeFlow: no context cache for conditioning {uuid} at block {block}; an active pass ran "
+                    "without a rhythmic point recording it. Please report this with your workflow.")
+        return tuple(torch.cat(ts, dim=0) for ts in zip(*parts, strict=True))
 
     def has(self, signature: tuple) -> bool:
         return signature in self.entries

@@ -89,7 +89,8 @@ def run_prompt(prompt: dict, output_dir: str | os.PathLike | None = None) -> Pro
     comfy.utils.set_progress_bar_global_hook(
         lambda value, total, preview, prompt_id=None, node_id=None: sink.messages.append(
             ("progress", {"value": value, "max": total, "node": node_id, "preview": preview is not None})))
-    executor = execution.PromptExecutor(sink, cache_type=execution.CacheType.NONE, cache_args={"lru": 0, "ram": 0.0})
+    cache_args = {"lru": 0, "ram": 0.0, "ram_inactive": 0.0}  # ram_inactive: v0.33+
+    executor = execution.PromptExecutor(sink, cache_type=execution.CacheType.NONE, cache_args=cache_args)
     executor.execute(prompt, prompt_id, {"client_id": "headless"}, outputs)
     message = ""
     for event, data in executor.status_messages:
