@@ -1,0 +1,76 @@
+"""Measure the cost of an active pass relative to a full pass (CPU or CUDA), with the real adapter.
+
+Usage: python -m tools.pass_cost [--dim 256] [--layers 2] [--frames 21] [--tokens-h 12] [--tokens-w 20]
+         [--keyframes 2] [--repeat 3]
+Prints milliseconds per full pass (stock WanModel forward), per recording pass, and per active
+pass in kv_cache / hidden_cache mode, cond and uncond batched (batch 2).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.headless import bootstrap  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=21)
+    ap.add_argument("--tokens-h", type=int, default=12)
+    ap.add_argument("--tokens-w", type=int, default=20)
+    ap.add_argument("--keyframes", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    bootstrap()
+    import logging
+    logging.basicConfig(level=logging.ERROR)  # the host logs optional-import warnings
+    import torch
+
+    from rhymeflow_core.adapters.wan import WanAdapter
+    from rhymeflow_core.demo_model import load_tiny_wan
+    from rhymeflow_core.keyframes import KeyframeSpec, select_keyframes
+    from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
+
+    model = load_tiny_wan(0, dim=args.dim, ffn_dim=4 * args.dim, layers=args.layers)
+    dm = model.model.diffusion_model
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, args.frames, 2 * args.tokens_h, 2 * args.tokens_w, generator=g)
+    t = torch.full((2,), 500.0)
+    ctx = torch.randn(2, 64, 4096, generator=g) * 0.5
+    keyframes = tuple(select_keyframes(x, KeyframeSpec("uniform", args.keyframes)))
+    to = {"uuids": ["cond", "uncond"]}
+
+    def timed(fn):
+        fn()
+        best = float("inf")
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        return best * 1000
+
+    with torch.no_grad():
+        full = timed(lambda: dm(x, t, ctx))
+        print(f"tokens {args.frames * args.tokens_h * args.tokens_w}, dim {args.dim}, {args.layers} blocks, keyframes {keyframes}")
+        print(f"full pass (stock forward): {full:8.1f} ms")
+        for mode in ("kv_cache", "hidden_cache"):
+            run = RhymeFlowRun(ProjectionConfig(mode), WanAdapter())
+
+            def one_pass(kind, run=run):
+                run.set_plan(kind, keyframes)
+                return run.adapter.forward(dm, run, to, (x, t, ctx), {})
+
+            rec = timed(lambda: one_pass(RECORD))
+            act = timed(lambda: one_pass(ACTIVE))
+            print(f"{mode:12s}: recording pass {rec:8.1f} ms ({rec / full:.2f}), active pass {act:8.1f} ms ({act / full:.3f} of full)")
+
+
+if __name__ == "__main__":
+    main()
