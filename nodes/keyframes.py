@@ -38,7 +38,9 @@ class RhymeFlowKeyframes(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strategy, manual_frames, **kwargs):
+    def validate_inputs(cls, strategy=None, manual_frames=None, **kwargs):
+        if strategy is None or manual_frames is None:  # linked inputs: checked at execution instead
+            return True
         try:
             frames = parse_manual_frames(manual_frames)
             if strategy == "manual" and not frames:

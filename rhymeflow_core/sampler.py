@@ -66,6 +66,11 @@ def _frames(t: torch.Tensor, frames) -> torch.Tensor:
     return t[:, :, frames]
 
 
+def _euler_move(z, denoised, sigma, sigma_to):
+    """Move along the velocity of (z, denoised) at sigma to sigma_to: z + (sigma_to - sigma) v."""
+    return denoised + sigma_to / sigma * (z - denoised)
+
+
 @torch.no_grad()
 def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=None, settings: SamplerSettings = None):
     extra_args = {} if extra_args is None else extra_args
@@ -95,7 +100,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
             run.set_plan(ACTIVE, keyframes)
             # Latent trajectory projection: non-keyframes on the straight path of their group.
             x_in = x.clone()
-            x_in[:, :, nonkey] = _frames(z_start + (sigma - sigma_start) / sigma_start * (z_start - denoised_start), nonkey)
+            x_in[:, :, nonkey] = _euler_move(_frames(z_start, nonkey), _frames(denoised_start, nonkey), sigma_start, sigma)
 
         denoised = model(x_in, sigma * s_in, **extra_args)
 
@@ -105,8 +110,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
             run.report["keyframes"] = keyframes
         if role == RHYTHMIC:
             z_start, denoised_start, sigma_start = x_in, denoised, sigma
-            sigma_end = sigmas[schedule.group_at(i).end]
-            z_end = denoised + sigma_end / sigma * (x_in - denoised)   # one Euler jump over the group
+            z_end = _euler_move(x_in, denoised, sigma, sigmas[schedule.group_at(i).end])  # one jump over the group
         if role == ACTIVE and nonkey:
             denoised = denoised.clone()
             denoised[:, :, nonkey] = _frames(denoised_start, nonkey)  # the group's clean prediction

