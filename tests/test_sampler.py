@@ -230,3 +230,36 @@ def test_attention_overrides_still_apply_in_active_passes():
     key_rows, all_rows = 2 * (SIZE // 2) ** 2, FULL_ROWS
     assert (key_rows, all_rows) in seen, "active self-attention: keyframe queries against all keys, through the override"
     assert (all_rows, all_rows) in seen
+
+
+def test_frames_follow_the_spec_trajectories():
+    """Spec §3.5-3.7, step by step: keyframes take an Euler step every step; non-keyframes sit on the
+    straight line of their group and end at the clean prediction of the last rhythmic point."""
+    model = tiny_model()
+    steps = 20
+    sigmas = sigmas_for(model, steps)
+    latent, noise = latent_and_noise(7, SIZE)
+    seen = []
+    out = sample(patched(model), rhymeflow("euler", warmup=4, min_stride=3, max_stride=5, count=3), sigmas, latent, noise,
+                 callback=lambda i, x0, x, total: seen.append((x.clone(), x0.clone())))
+    out = model.model.process_latent_in(out)  # back to the space the sampler works in
+    schedule = build_schedule(steps, ScheduleSettings(4, 3, 5))
+    key, nonkey = [0, 3, 6], [1, 2, 4, 5]
+    close = dict(rtol=1e-5, atol=1e-6)
+    for i in range(steps - 1):
+        x, d = seen[i]
+        s, s_next = sigmas[i], sigmas[i + 1]
+        euler = x + (s_next - s) * (x - d) / s
+        torch.testing.assert_close(seen[i + 1][0][:, :, key], euler[:, :, key], **close)
+    for group in schedule.groups:
+        z, d = seen[group.start]
+        s = sigmas[group.start]
+        for j in range(group.start + 1, group.end):
+            line = d + sigmas[j] / s * (z - d)
+            torch.testing.assert_close(seen[j][0][:, :, nonkey], line[:, :, nonkey], **close)
+            torch.testing.assert_close(seen[j][1][:, :, nonkey], d[:, :, nonkey], **close)  # preview: the group's x0
+        end = d + sigmas[group.end] / s * (z - d)
+        target = seen[group.end][0] if group.end < steps else out
+        torch.testing.assert_close(target[:, :, nonkey], end[:, :, nonkey], **close)
+    last = schedule.groups[-1].start
+    torch.testing.assert_close(out[:, :, nonkey], seen[last][1][:, :, nonkey], **close)
