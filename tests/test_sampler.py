@@ -263,3 +263,18 @@ def test_frames_follow_the_spec_trajectories():
         torch.testing.assert_close(target[:, :, nonkey], end[:, :, nonkey], **close)
     last = schedule.groups[-1].start
     torch.testing.assert_close(out[:, :, nonkey], seen[last][1][:, :, nonkey], **close)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_weights_through_comfy_ops_casting(dtype):
+    """Weights stored in bf16/fp16 and cast per call by comfy.ops (manual cast on the CPU)."""
+    import comfy.sd
+
+    from rhymeflow_core.demo_model import tiny_wan_state_dict
+    model = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(0), model_options={"dtype": dtype})
+    assert model.model.diffusion_model.blocks[0].self_attn.q.weight.dtype == dtype
+    sigmas = sigmas_for(model, 10)
+    latent, noise = latent_and_noise(FRAMES, SIZE)
+    dense = sample(model, comfy.samplers.sampler_object("euler"), sigmas, latent, noise)
+    assert rel_err(sample(patched(model), rhymeflow("euler", count=FRAMES), sigmas, latent, noise), dense) <= 1e-5
+    assert torch.isfinite(sample(patched(model), rhymeflow("euler", count=2), sigmas, latent, noise)).all()
