@@ -64,9 +64,6 @@ class ContextCache:
                     "without a rhythmic point recording it. Please report this with your workflow.")
         return tuple(torch.cat(ts, dim=0) for ts in zip(*parts, strict=True))
 
-    def has(self, signature: tuple) -> bool:
-        return signature in self.entries
-
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for blocks in self.entries.values() for entry in blocks for t in entry)
 

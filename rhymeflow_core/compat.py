@@ -6,7 +6,6 @@ is imported lazily by `v3_api()`.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 
 import comfy.model_management as model_management
@@ -70,9 +69,3 @@ def model_sampling_of(sampler_model):
 def free_memory(device) -> int:
     return model_management.get_free_memory(device)
 
-
-def accepts_kwarg(fn, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
