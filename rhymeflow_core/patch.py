@@ -39,7 +39,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     original_options = guider.model_options
     config = original_options.get("transformer_options", {}).get(KEY)
-    if not isinstance(config, ProjectionConfig):  # a stale clone: behave like the stock model
+    if not isinstance(config, ProjectionConfig):  # our settings were replaced downstream: behave like the stock model
         return executor(*args, **kwargs)
     early_check(args, kwargs)
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
