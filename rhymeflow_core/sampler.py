@@ -106,7 +106,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
 
         if i == schedule.detect_step:
             keyframes = select_keyframes(denoised, settings.keyframes)
-            nonkey = [f for f in range(frames) if f not in set(keyframes)]
+            nonkey = sorted(set(range(frames)) - set(keyframes))
             run.report["keyframes"] = keyframes
         if role == RHYTHMIC:
             z_start, denoised_start, sigma_start = x_in, denoised, sigma

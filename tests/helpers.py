@@ -67,6 +67,19 @@ def patched(model, context="kv_cache"):
     return apply_trajectory_projection(model, context, "auto")
 
 
+def capture_runs(model) -> list:
+    """Adds a test DIFFUSION_MODEL wrapper to `model` that records each call's RhymeFlowRun."""
+    import comfy.patcher_extension
+    runs: list = []
+
+    def capture(executor, *args, **kwargs):
+        runs.append(args[-1][KEY])
+        return executor(*args, **kwargs)
+
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-capture", capture)
+    return runs
+
+
 def last_report(model) -> dict:
     return model.model_options["transformer_options"][KEY].reports[-1]
 

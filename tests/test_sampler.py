@@ -6,7 +6,20 @@ import pytest
 import torch
 from comfy_extras.nodes_custom_sampler import Guider_Basic
 
-from helpers import PassProbe, conds, interrupt_at, last_report, latent_and_noise, patched, rel_err, rhymeflow, sample, sigmas_for, tiny_model
+from helpers import (
+    PassProbe,
+    capture_runs,
+    conds,
+    interrupt_at,
+    last_report,
+    latent_and_noise,
+    patched,
+    rel_err,
+    rhymeflow,
+    sample,
+    sigmas_for,
+    tiny_model,
+)
 from rhymeflow_core.run_state import KEY, ProjectionConfig
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
 
@@ -81,9 +94,7 @@ def test_input_model_untouched_and_runs_repeatable_and_cache_freed():
     before = sample(model, stock, sigmas, latent, noise)
     wrappers_before = {k: dict(v) for k, v in model.wrappers.items()}
     p = patched(model)
-    runs = []
-    capture = lambda executor, *a, **kw: runs.append(a[-1][KEY]) or executor(*a, **kw)  # noqa: E731
-    p.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-capture", capture)
+    runs = capture_runs(p)
     first = sample(p, rhymeflow("uni_pc", count=2), sigmas, latent, noise)
     second = sample(p, rhymeflow("uni_pc", count=2), sigmas, latent, noise)
     after = sample(model, stock, sigmas, latent, noise)
@@ -201,9 +212,7 @@ def test_interrupt_stops_within_a_step_and_frees_the_cache():
     sigmas = sigmas_for(model, 12)
     latent, noise = latent_and_noise(FRAMES, SIZE)
     p = patched(model)
-    runs = []
-    p.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test-capture",
-                           lambda executor, *a, **kw: runs.append(a[-1][KEY]) or executor(*a, **kw))
+    runs = capture_runs(p)
     with interrupt_at(6) as callback, PassProbe(model) as probe:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             sample(p, rhymeflow("euler", count=2), sigmas, latent, noise, callback=callback)

@@ -74,9 +74,9 @@ class WanAdapter(ActivePassAdapter):
         signature = tuple(to.get("uuids") or ("single",))
 
         keyframes = run.plan.keyframes
-        nonkey = [f for f in range(frames) if f not in set(keyframes)]
         key_rows = run.row_index(("key", frames, per_frame, keyframes), lambda: _frame_rows(keyframes, per_frame, x.device), x.device)
-        nk_rows = run.row_index(("nk", frames, per_frame, keyframes), lambda: _frame_rows(nonkey, per_frame, x.device), x.device)
+        nk_rows = run.row_index(("nk", frames, per_frame, keyframes), lambda: _frame_rows(
+            sorted(set(range(frames)) - set(keyframes)), per_frame, x.device), x.device)
         freqs = run.row_index(("freqs", frames, x.shape[3], x.shape[4]), lambda: wan.rope_encode(
             frames, x.shape[3], x.shape[4], device=x.device, dtype=x.dtype, transformer_options=to), x.device)
         freqs_key = run.row_index(("fk", frames, keyframes), lambda: freqs[:, key_rows], x.device)
@@ -88,7 +88,7 @@ class WanAdapter(ActivePassAdapter):
             out = wan.unpatchify(out, (frames,) + grid_hw)
         else:
             tokens = self._embed(wan, x[:, :, list(keyframes)])
-            cached = bool(nonkey) and run.config.context != "keyframe_only"
+            cached = nk_rows.numel() > 0 and run.config.context != "keyframe_only"
             freqs_buf = None
             if cached and run.config.context == "hidden_cache":
                 # Rows of the cached buffers are ordered keyframes first, then non-keyframes.
