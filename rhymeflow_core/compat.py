@@ -69,3 +69,13 @@ def model_sampling_of(sampler_model):
 def free_memory(device) -> int:
     return model_management.get_free_memory(device)
 
+
+
+def hunyuan_text_first(hunyuan_model) -> bool:
+    """Whether HunyuanVideo orders its joint sequence [text, image] (v0.33+) or [image, text] (0.3.x).
+
+    0.3.x builds the double blocks with `flipped_img_txt=True` (image first); newer ComfyUI
+    dropped the flag and always puts text first, in the RoPE ids, the mask and the single blocks.
+    """
+    blocks = hunyuan_model.double_blocks
+    return not (len(blocks) and getattr(blocks[0], "flipped_img_txt", False))

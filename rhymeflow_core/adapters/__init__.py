@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from ..errors import RhymeFlowInputError
 from .base import ActivePassAdapter
+from .hunyuan import HunyuanVideoAdapter
 from .wan import WanAdapter
 
-ADAPTERS: tuple[type[ActivePassAdapter], ...] = (WanAdapter,)
+ADAPTERS: tuple[type[ActivePassAdapter], ...] = (WanAdapter, HunyuanVideoAdapter)
 
 
 def adapter_for(model_patcher) -> ActivePassAdapter:

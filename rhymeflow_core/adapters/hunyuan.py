@@ -1,0 +1,246 @@
+"""Active passes for ComfyUI's HunyuanVideo class (HunyuanVideo 1.0 and HunyuanVideo 1.5).
+
+Token layout: image tokens are frame-major, P = H'·W' rows per latent frame (patch 1x2x2 for
+1.0, 1x1x1 for 1.5), followed (0.3.x) or preceded (v0.33+) by the refined text tokens
+(plus ByT5 / vision tokens in 1.5). Double-stream blocks keep separate image and text weights
+and attend jointly over [image, text]; single-stream blocks run on the concatenated sequence.
+
+Everything before the blocks is ComfyUI's own code (see `_common.model_inputs`): embedded
+guidance, pooled CLIP (`y`), ByT5, vision tokens, the concatenated image latents and masks of
+the I2V/1.5 variants (extra input channels travel with each frame) and the text mask.
+
+Text tokens in an active pass: they are **queries too**. They are few (hundreds against tens of
+thousands of image rows), depend on the current timestep and guidance through the modulation,
+and are shared by every frame, so they are recomputed in every pass, attending to the fresh
+keyframe rows, the cached non-keyframe rows and themselves. Only non-keyframe image rows come
+from the cache recorded at the rhythmic point:
+  kv_cache      roped K and V of the non-keyframe image rows, per block (double and single);
+  hidden_cache  the block-input image rows, re-modulated with the current vector and projected;
+  keyframe_only keyframe image rows and text only.
+So on a fresh cache an active pass equals the stock forward on keyframe rows, and with every
+frame a keyframe it is the stock forward. CFG and embedded guidance need nothing special: each
+call carries its own `guidance`/text, and the cache is keyed by the call's cond uuids.
+"""
+from __future__ import annotations
+
+import torch
+from comfy.ldm.hunyuan_video import model as hv_model
+
+from .. import compat
+from ..errors import RhymeFlowInputError
+from ..run_state import RECORD
+from . import _common
+from .base import ActivePassAdapter
+
+# model_base classes sampled through the HunyuanVideo diffusion model that are video models we handle.
+_VIDEO_BASES = ("HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "HunyuanVideo15")
+_FORWARD_ARGS = ("x", "timestep", "context", "y", "txt_byt5", "clip_fea", "guidance", "attention_mask",
+                 "guiding_frame_index", "ref_latent", "disable_time_r", "control")
+
+
+class HunyuanVideoAdapter(ActivePassAdapter):
+    name = "hunyuan_video"
+    supported = ("HunyuanVideo 1.0 T2V / I2V-concat and HunyuanVideo 1.5 T2V / I2V "
+                 "(ComfyUI HunyuanVideo, HunyuanVideoI2V, HunyuanVideoSkyreelsI2V, HunyuanVideo15)")
+
+    @classmethod
+    def matches(cls, diffusion_model) -> bool:
+        return type(diffusion_model) is hv_model.HunyuanVideo
+
+    @classmethod
+    def check_model(cls, model_patcher) -> None:
+        base = type(model_patcher.model).__name__
+        dm = model_patcher.model.diffusion_model
+        if base not in _VIDEO_BASES:
+            raise RhymeFlowInputError(f"model class {base} (HunyuanVideo diffusion model) is not supported: it is an image "
+                                      f"or super-resolution variant. Supported: {cls.supported}.")
+        if len(dm.patch_size) != 3 or dm.patch_size[0] != 1:
+            raise RhymeFlowInputError("the HunyuanVideo model uses a temporal patch size above 1; RhymeFlow needs one "
+                                      "token row-block per latent frame.")
+        if any(getattr(b, "yak_mlp", False) for b in dm.single_blocks):
+            raise RhymeFlowInputError(f"this HunyuanVideo variant uses a gated MLP; supported: {cls.supported}.")
+
+    # ---- entry -------------------------------------------------------------------------------
+    def forward(self, hv, run, to, args, kwargs):
+        call = dict(zip(_FORWARD_ARGS, args, strict=False))  # args may stop early
+        call.update({k: v for k, v in kwargs.items() if k in _FORWARD_ARGS})
+        for name, what in (("guiding_frame_index", "I2V token replace (guidance_type v2)"),
+                           ("ref_latent", "reference latents (guidance_type custom)"), ("control", "ControlNet")):
+            if call.get(name) is not None:
+                raise RhymeFlowInputError(f"{what} is not supported in RhymeFlow passes for HunyuanVideo yet; "
+                                          "use T2V or concat image conditioning (guidance_type v1).")
+        _common.warn_block_patches(run, to)
+        x = call["x"]
+        b, _, frames, h, w = x.shape
+        run.calls[run.plan.kind] += 1
+
+        inputs = _common.model_inputs(hv, to, args, kwargs, ("double_block", 0))
+        if inputs.get("modulation_dims_img") is not None:
+            raise RhymeFlowInputError("per-token modulation (I2V token replace) is not supported in RhymeFlow passes yet.")
+        img, txt, vec, pe, mask = inputs["img"], inputs["txt"], inputs["vec"], inputs["pe"], inputs["attention_mask"]
+        ph, pw = hv.patch_size[1], hv.patch_size[2]
+        grid = (h // ph, w // pw)
+        per_frame = grid[0] * grid[1]
+        img_len, txt_len = img.shape[1], txt.shape[1]
+        if img_len != frames * per_frame:
+            raise RhymeFlowInputError(f"HunyuanVideo built {img_len} image tokens for {frames} frames of {per_frame}; "
+                                      "extra image tokens (reference latents) are not supported in RhymeFlow passes.")
+        # Text comes first in the sequence on newer ComfyUI, last on 0.3.x (RoPE table and mask follow it).
+        img_at, txt_at = (txt_len, 0) if compat.hunyuan_text_first(hv) else (0, img_len)
+        pe_img, pe_txt = pe[:, :, img_at:img_at + img_len], pe[:, :, txt_at:txt_at + txt_len]
+        txt_mask = None if mask is None else mask[..., txt_at:txt_at + txt_len]
+
+        key_rows, nk_rows = _common.row_plan(run, frames, per_frame, img.device)
+        stream = _Stream(run, to, tuple(to.get("uuids") or ("single",)), vec, txt_mask, nk_rows)
+        if run.plan.kind == RECORD:
+            stream.begin_record(img, len(hv.double_blocks) + len(hv.single_blocks))
+            out_img = stream.run_blocks(hv, img, txt, pe_img, pe_txt, pe_nk=None)
+            out_frames = frames
+        else:
+            stream.begin_active(key_rows.numel())
+            pe_nk = pe_img.index_select(2, nk_rows) if stream.mode == "hidden_cache" else None
+            out_img = stream.run_blocks(hv, img.index_select(1, key_rows), txt, pe_img.index_select(2, key_rows), pe_txt, pe_nk)
+            out_frames = len(run.plan.keyframes)
+        out = hv.final_layer(out_img, vec, modulation_dims=None)
+        out = _unpatchify(out, b, hv.out_channels, (out_frames,) + grid, hv.patch_size)
+        if run.plan.kind != RECORD:
+            out = _common.scatter_frames(out, run.plan.keyframes, frames)
+        return out
+
+
+def _unpatchify(t, b, channels, grid, patch):
+    f, gh, gw = grid
+    t = t.reshape(b, f, gh, gw, channels, *patch).permute(0, 4, 1, 5, 2, 6, 3, 7)
+    return t.reshape(b, channels, f * patch[0], gh * patch[1], gw * patch[2])
+
+
+def _heads(qkv, heads):
+    """[B, L, 3·D] -> q, k, v as [B, heads, L, head_dim] (the host's layout for skip_reshape attention)."""
+    return qkv.view(qkv.shape[0], qkv.shape[1], 3, heads, -1).permute(2, 0, 3, 1, 4)
+
+
+class _Stream:
+    """One RECORD or ACTIVE pass through the double- and single-stream blocks.
+
+    Image query rows are all rows (RECORD) or the keyframe rows (ACTIVE); text rows are always
+    all queries. Attention keys are laid out [image rows, text rows]; in ACTIVE passes the image
+    part is [keyframes (scratch rows of the cached buffer), cached non-keyframes].
+    """
+
+    def __init__(self, run, to, signature, vec, txt_mask, nk_rows):
+        self.run, self.to, self.signature, self.vec, self.txt_mask, self.nk_rows = run, to, signature, vec, txt_mask, nk_rows
+        self.mode = _common.cache_mode(run, nk_rows)
+        self.recording = False
+
+    def begin_record(self, img, blocks: int):
+        self.recording = True
+        if self.mode != "keyframe_only":
+            b, rows, dim = img.shape
+            per_block = (2 if self.mode == "kv_cache" else 1) * b * rows * dim * img.element_size()
+            self.run.cache.choose_device(img.device, per_block * blocks)
+
+    def begin_active(self, key_rows: int):
+        self.recording = False
+        self.a = key_rows
+        if self.run.config.context == "keyframe_only":
+            self.mode = "keyframe_only"
+
+    def run_blocks(self, hv, img, txt, pe_img, pe_txt, pe_nk):
+        if self.recording:
+            self.a = img.shape[1] - self.nk_rows.numel()
+        self.pe_buf = None if pe_nk is None else torch.cat([pe_img, pe_nk], dim=2)
+        to = self.to
+        to["total_blocks"], to["block_type"] = len(hv.double_blocks), "double"
+        for i, block in enumerate(hv.double_blocks):
+            to["block_index"] = i
+            img, txt = self._double(block, i, img, txt, pe_img, pe_txt)
+        to["total_blocks"], to["block_type"] = len(hv.single_blocks), "single"
+        for j, block in enumerate(hv.single_blocks):
+            to["block_index"] = j
+            img, txt = self._single(block, len(hv.double_blocks) + j, img, txt, pe_img, pe_txt)
+        return img
+
+    # ---- the context (non-keyframe image rows) ----------------------------------------------
+    def _image_kv(self, index, rows_in, k, v, project):
+        """Keys/values of all image rows this pass attends to, recording or reading the cache.
+
+        rows_in: the block-input image rows of this pass; k, v: their fresh roped K/V;
+        project(rows, pe) -> (k, v) for hidden_cache re-projection.
+        """
+        run, sig = self.run, self.signature
+        if self.mode == "keyframe_only":
+            return k, v
+        if self.recording:
+            if self.mode == "kv_cache":
+                run.cache.store(sig, index, (_common.scratch_buffer(k, self.nk_rows, self.a, 2),
+                                             _common.scratch_buffer(v, self.nk_rows, self.a, 2)))
+            else:
+                run.cache.store(sig, index, (_common.scratch_buffer(rows_in, self.nk_rows, self.a, 1),))
+            return k, v
+        if self.mode == "kv_cache":
+            k_buf, v_buf = run.cache.load(sig, index, k.device)
+            k_buf[:, :, :self.a] = k
+            v_buf[:, :, :self.a] = v
+            return k_buf, v_buf
+        (hidden,) = run.cache.load(sig, index, rows_in.device)
+        hidden[:, :self.a] = rows_in
+        return project(hidden, self.pe_buf)
+
+    def _attention(self, q, k, v, heads):
+        mask = self.txt_mask
+        if mask is not None:  # image keys are never masked; text keys keep the model's own mask
+            image_keys = k.shape[2] - mask.shape[-1]
+            mask = torch.cat([mask.new_zeros(mask.shape[:-1] + (image_keys,)), mask], dim=-1)
+        return compat.attention(q, k, v, heads, skip_reshape=True, mask=mask, transformer_options=self.to)
+
+    # ---- blocks (the host's DoubleStreamBlock / SingleStreamBlock math, by module calls) -----
+    def _double(self, block, index, img, txt, pe_img, pe_txt):
+        img_mod1, img_mod2 = block.img_mod(self.vec)
+        txt_mod1, txt_mod2 = block.txt_mod(self.vec)
+        heads = block.num_heads
+
+        def qkv(attn, norm, rows, mod, pe):
+            q, k, v = _heads(attn.qkv(torch.addcmul(mod.shift, norm(rows), 1 + mod.scale)), heads)
+            q, k = attn.norm(q, k, v)
+            return compat.apply_rope1(q, pe), compat.apply_rope1(k, pe), v
+
+        img_q, img_k, img_v = qkv(block.img_attn, block.img_norm1, img, img_mod1, pe_img)
+        txt_q, txt_k, txt_v = qkv(block.txt_attn, block.txt_norm1, txt, txt_mod1, pe_txt)
+        img_k, img_v = self._image_kv(index, img, img_k, img_v,
+                                      lambda rows, pe: qkv(block.img_attn, block.img_norm1, rows, img_mod1, pe)[1:])
+        attn = self._attention(torch.cat((img_q, txt_q), 2), torch.cat((img_k, txt_k), 2), torch.cat((img_v, txt_v), 2), heads)
+        img_attn, txt_attn = attn[:, :img.shape[1]], attn[:, img.shape[1]:]
+
+        img = img + block.img_attn.proj(img_attn) * img_mod1.gate
+        img = img + block.img_mlp(torch.addcmul(img_mod2.shift, block.img_norm2(img), 1 + img_mod2.scale)) * img_mod2.gate
+        txt = txt + block.txt_attn.proj(txt_attn) * txt_mod1.gate
+        txt = txt + block.txt_mlp(torch.addcmul(txt_mod2.shift, block.txt_norm2(txt), 1 + txt_mod2.scale)) * txt_mod2.gate
+        if txt.dtype == torch.float16:
+            txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
+        return img, txt
+
+    def _single(self, block, index, img, txt, pe_img, pe_txt):
+        mod, _ = block.modulation(self.vec)
+        heads, n = block.num_heads, img.shape[1]
+
+        def linear1(rows):
+            out = block.linear1(torch.addcmul(mod.shift, block.pre_norm(rows), 1 + mod.scale))
+            return torch.split(out, [3 * block.hidden_size, block.mlp_hidden_dim_first], dim=-1)
+
+        def project(rows, pe):  # hidden_cache: K/V of the buffered image rows (their MLP half is unused)
+            _, k, v = _heads(linear1(rows)[0], heads)
+            k = block.norm.key_norm(k).to(v)
+            return compat.apply_rope1(k, pe), v
+
+        x = torch.cat((img, txt), 1)
+        qkv, mlp = linear1(x)
+        q, k, v = _heads(qkv, heads)
+        q, k = block.norm(q, k, v)
+        pe = torch.cat((pe_img, pe_txt), 2)
+        q, k = compat.apply_rope1(q, pe), compat.apply_rope1(k, pe)
+        img_k, img_v = self._image_kv(index, img, k[:, :, :n], v[:, :, :n], project)
+        attn = self._attention(q, torch.cat((img_k, k[:, :, n:]), 2), torch.cat((img_v, v[:, :, n:]), 2), heads)
+        x = x + block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2)) * mod.gate
+        if x.dtype == torch.float16:
+            x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
+        return x[:, :n], x[:, n:]
