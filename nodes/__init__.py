@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from ..rhymeflow_core.compat import v3_api
-from .demo import RhymeFlowDemoModel, RhymeFlowDemoPrompt
+from .demo import RhymeFlowDemoDecode, RhymeFlowDemoModel, RhymeFlowDemoPrompt
 from .keyframes import RhymeFlowKeyframes
 from .projection import RhymeFlowTrajectoryProjection
 from .sampler import RhymeFlowSampler
 
 ComfyExtension, io = v3_api()
 
-NODES = [RhymeFlowKeyframes, RhymeFlowTrajectoryProjection, RhymeFlowSampler, RhymeFlowDemoModel, RhymeFlowDemoPrompt]
+NODES = [RhymeFlowKeyframes, RhymeFlowTrajectoryProjection, RhymeFlowSampler, RhymeFlowDemoModel, RhymeFlowDemoPrompt,
+         RhymeFlowDemoDecode]
 
 
 class RhymeFlowExtension(ComfyExtension):

@@ -1,28 +1,143 @@
-"""The embedded demo: a tiny WanModel built through ComfyUI's loader, and a prompt encoder.
+"""The embedded demo: a small trained WanModel, its prompt encoder and its latent space.
 
-No real Wan weights can be downloaded in CI, so the demo and tests use ComfyUI's real WanModel
-class at a tiny size. Weights are random but deterministic (seeded); a trained model replaces
-them later without changing this interface.
+No real Wan weights can be downloaded in CI, so the pack ships a small model of ComfyUI's own
+`WanModel` class trained on procedurally generated clips (tools/train_demo_model.py). It loads
+through `comfy.sd.load_diffusion_model_state_dict` like any Wan checkpoint and runs through the
+same patched forward.
+
+Latent space (exact, no VAE): one latent frame is one video frame, one latent pixel is a 2x2 RGB
+block. The block's 12 values (RGB in [-1, 1], ordered channel-major: r00 r01 r10 r11 g.. b..) are
+multiplied by the first 12 columns of the 16x16 Sylvester-Hadamard matrix divided by 4, whose
+columns are orthonormal; that is the model's working space (`encode_pixels`, what it was trained
+on). A ComfyUI LATENT holds it in Wan 2.1's latent format (ComfyUI applies `process_in` before the
+model and `process_out` after), so `decode_latent` applies `process_in` and then the transpose.
+A latent of W x H latent pixels is a 2W x 2H video; `decode_latent(encode_latent(x)) == x` up to rounding.
 """
 from __future__ import annotations
 
 import hashlib
+import re
+from functools import cache
+from pathlib import Path
 
 import torch
 
+from .errors import RhymeFlowInputError
+
 TEXT_DIM = 4096  # the width of Wan's text projection input (UMT5-XXL)
-DEMO_CONFIG = {"dim": 128, "ffn_dim": 256, "layers": 2}
+TEXT_TOKENS = 32  # prompts are padded (with zero rows) or cut to this many tokens
+LATENT_CHANNELS = 16
+BLOCK = 2  # pixels per latent pixel, each way
+WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "rhymeflow_demo_wan.safetensors"
+# Architecture of the shipped weights (ComfyUI detects it from the keys; listed for the trainer).
+DEMO_CONFIG = {"dim": 256, "ffn_dim": 768, "layers": 4}
+
+
+# --- latent space -------------------------------------------------------------------------------
+
+@cache
+def _basis() -> torch.Tensor:
+    """16x12, orthonormal columns: the first 12 columns of H16 / 4 (Sylvester construction)."""
+    h = torch.ones(1, 1)
+    while h.shape[0] < LATENT_CHANNELS:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h[:, : 3 * BLOCK * BLOCK] / 4.0
+
+
+def _wan21_format():
+    import comfy.latent_formats
+    return comfy.latent_formats.Wan21()
+
+
+def encode_pixels(video: torch.Tensor) -> torch.Tensor:
+    """[B, F, H, W, 3] in [0, 1] -> the model's working space [B, 16, F, H/2, W/2]."""
+    b, f, h, w, c = video.shape
+    if c != 3 or h % BLOCK or w % BLOCK:
+        raise ValueError(f"expected [B, F, H, W, 3] with even H and W, got {tuple(video.shape)}")
+    x = video.float() * 2 - 1
+    x = x.reshape(b, f, h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3).permute(0, 1, 2, 4, 6, 3, 5)
+    x = x.reshape(b, f, h // BLOCK, w // BLOCK, 12)
+    z = x @ _basis().T
+    return z.permute(0, 4, 1, 2, 3).contiguous()
+
+
+def encode_latent(video: torch.Tensor) -> torch.Tensor:
+    """[B, F, H, W, 3] in [0, 1] -> a ComfyUI LATENT tensor (Wan 2.1 latent format)."""
+    return _wan21_format().process_out(encode_pixels(video))
+
+
+def decode_latent(latent: torch.Tensor) -> torch.Tensor:
+    """A ComfyUI LATENT tensor [B, 16, F, h, w] -> video [B, F, 2h, 2w, 3] in [0, 1] (clamped)."""
+    b, c, f, h, w = latent.shape
+    if c != LATENT_CHANNELS:
+        raise ValueError(f"the demo latent space has {LATENT_CHANNELS} channels, got {c}")
+    x = _wan21_format().process_in(latent.float()).permute(0, 2, 3, 4, 1) @ _basis()
+    x = x.reshape(b, f, h, w, 3, BLOCK, BLOCK).permute(0, 1, 2, 5, 3, 6, 4)
+    x = x.reshape(b, f, h * BLOCK, w * BLOCK, 3)
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def decode_for_display(latent: torch.Tensor, scale: int = 1) -> torch.Tensor:
+    """A ComfyUI IMAGE [B*F, H, W, 3]: every frame of every video, enlarged `scale` times (nearest)."""
+    if latent.ndim != 5 or latent.shape[1] != LATENT_CHANNELS:
+        raise RhymeFlowInputError(
+            f"the demo decoder needs a video latent [batch, {LATENT_CHANNELS}, frames, height, width], got {tuple(latent.shape)}; "
+            "connect the output of a sampler that used the demo model.")
+    frames = decode_latent(latent).flatten(0, 1)
+    if scale > 1:
+        frames = frames.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+    return frames
+
+
+# --- prompt encoder -----------------------------------------------------------------------------
+
+def _seeded_vector(tag: str) -> torch.Tensor:
+    seed = int.from_bytes(hashlib.sha256(tag.encode()).digest()[:8], "little")
+    return torch.randn(TEXT_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def prompt_tokens(text: str) -> list[tuple[str, int, int]]:
+    """(word, scene, shape) per token: scenes split at ';', shapes within a scene at 'and'."""
+    tokens = []
+    for scene, part in enumerate(p for p in text.lower().split(";") if p.strip()):
+        shape = 0
+        for word in re.findall(r"[a-z0-9]+", part):
+            if word == "and":
+                shape += 1
+            tokens.append(("a" if word == "an" else word, scene, shape))
+    return tokens
+
+
+def encode_prompt(text: str) -> torch.Tensor:
+    """Deterministic token embeddings [1, 32, 4096] for Wan's text projection.
+
+    Each token is the sum of seeded random vectors for its word, its scene and its shape slot, so
+    the cross-attention can tell which colour, kind and motion belong together. The empty prompt
+    is all zeros (the unconditional input the model was trained with).
+    """
+    out = torch.zeros(1, TEXT_TOKENS, TEXT_DIM)
+    for i, (word, scene, shape) in enumerate(prompt_tokens(text)[:TEXT_TOKENS]):
+        vec = _seeded_vector("word:" + word) + 0.5 * _seeded_vector(f"scene:{scene}") + 0.5 * _seeded_vector(f"shape:{shape}")
+        out[0, i] = vec / TEXT_DIM ** 0.5 * 8.0
+    return out
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def build_wan(dim: int, ffn_dim: int, layers: int, in_dim: int = 16, freq_dim: int = 256, operations=None):
+    """ComfyUI's WanModel (t2v) at a small size; heads = dim // 128 as ComfyUI's detection assumes."""
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    return WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=in_dim, dim=dim, ffn_dim=ffn_dim,
+                    freq_dim=freq_dim, text_dim=TEXT_DIM, out_dim=16, num_heads=max(1, dim // 128),
+                    num_layers=layers, operations=operations or comfy.ops.disable_weight_init)
 
 
 def tiny_wan_state_dict(seed: int = 0, dim: int = 128, ffn_dim: int = 256, layers: int = 2,
                         in_dim: int = 16, freq_dim: int = 256, scale: float = 0.05) -> dict:
-    """A WanModel state dict with random weights; ComfyUI detects the config from the keys."""
-    import comfy.ops
-    from comfy.ldm.wan.model import WanModel
-
-    model = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=in_dim, dim=dim, ffn_dim=ffn_dim,
-                     freq_dim=freq_dim, text_dim=TEXT_DIM, out_dim=16, num_heads=dim // 128,
-                     num_layers=layers, operations=comfy.ops.disable_weight_init)
+    """A WanModel state dict with random weights (tests and benchmarks of the mechanics)."""
+    model = build_wan(dim, ffn_dim, layers, in_dim=in_dim, freq_dim=freq_dim)
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in model.state_dict().items():
@@ -37,14 +152,12 @@ def load_tiny_wan(seed: int = 0, **config):
     return comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(seed, **config))
 
 
-def encode_prompt(text: str, min_tokens: int = 8) -> torch.Tensor:
-    """Deterministic token embeddings [1, L, 4096]: one seeded vector per word, position-mixed."""
-    words = text.lower().replace(";", " ; ").replace(",", " , ").split() or [""]
-    rows = []
-    for pos, word in enumerate(words):
-        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
-        vec = torch.randn(TEXT_DIM, generator=torch.Generator().manual_seed(seed))
-        rows.append(vec * (1.0 + 0.05 * pos))
-    while len(rows) < min_tokens:
-        rows.append(torch.zeros(TEXT_DIM))
-    return torch.stack(rows)[None] / TEXT_DIM ** 0.5
+def load_demo_model(path: Path | str = WEIGHTS):
+    """The bundled trained demo model as a ComfyUI MODEL."""
+    import comfy.sd
+    import comfy.utils
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"RhymeFlow: demo weights not found at {path}; run `python -m tools.train_demo_model` to make them")
+    return comfy.sd.load_diffusion_model_state_dict(comfy.utils.load_torch_file(str(path)))

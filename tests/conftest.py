@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(COMFY_ROOT))
 
 import comfy.cli_args  # noqa: E402
+import utils.extra_config  # noqa: E402,F401  as main.py: before `nodes` puts comfy/ (and comfy/utils.py) first on sys.path
 
 comfy.cli_args.args.cpu = True  # before comfy.model_management is imported (comfyui-host.md §6)
 comfy.cli_args.args.disable_smart_memory = True

@@ -34,7 +34,7 @@ def test_api_workflow_all_keyframes_equals_dense(tmp_path):
     result = headless.run_prompt(demo_prompt(frames=17, steps=12, warmup=3, keyframes=5), tmp_path)
     assert result.success, result.error
     dense, ours = latent_of(tmp_path, "dense"), latent_of(tmp_path, "rhymeflow")
-    assert ours.shape == (1, 16, 5, 8, 8)
+    assert ours.shape == (1, 16, 5, 16, 16)
     assert float((ours - dense).abs().max() / dense.abs().max()) <= 1e-5
 
 

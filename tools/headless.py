@@ -26,7 +26,10 @@ def bootstrap(comfy_root: str | os.PathLike | None = None) -> Path:
     if str(root) in sys.path:
         sys.path.remove(str(root))
     sys.path.insert(0, str(root))
+    # As main.py does before anything imports `nodes` (which puts comfy/ first on sys.path, where
+    # comfy/utils.py would shadow the host's `utils` package that server.py and nodes_images need).
     import comfy.cli_args
+    import utils.extra_config  # noqa: F401
     comfy.cli_args.args.cpu = True
     comfy.cli_args.args.disable_smart_memory = True
     return root
@@ -71,7 +74,8 @@ def load_nodes() -> None:
     _loaded = True
 
 
-def run_prompt(prompt: dict, output_dir: str | os.PathLike | None = None) -> PromptResult:
+def run_prompt(prompt: dict, output_dir: str | os.PathLike | None = None, on_progress=None) -> PromptResult:
+    """Validate and execute an API prompt; `on_progress(value, total)` sees every ProgressBar update."""
     import execution
     import folder_paths
 
@@ -86,9 +90,12 @@ def run_prompt(prompt: dict, output_dir: str | os.PathLike | None = None) -> Pro
     sink = _Sink()
     import comfy.utils
     # What main.py's hijack_progress forwards to the browser: ProgressBar updates per node.
-    comfy.utils.set_progress_bar_global_hook(
-        lambda value, total, preview, prompt_id=None, node_id=None: sink.messages.append(
-            ("progress", {"value": value, "max": total, "node": node_id, "preview": preview is not None})))
+    def hook(value, total, preview, prompt_id=None, node_id=None):
+        sink.messages.append(("progress", {"value": value, "max": total, "node": node_id, "preview": preview is not None}))
+        if on_progress is not None:
+            on_progress(value, total)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
     cache_args = {"lru": 0, "ram": 0.0, "ram_inactive": 0.0}  # ram_inactive: v0.33+
     executor = execution.PromptExecutor(sink, cache_type=execution.CacheType.NONE, cache_args=cache_args)
     executor.execute(prompt, prompt_id, {"client_id": "headless"}, outputs)

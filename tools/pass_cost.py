@@ -18,6 +18,17 @@ if __package__ in (None, ""):
 from tools.headless import bootstrap  # noqa: E402
 
 
+def best_ms(fn, repeat: int = 3) -> float:
+    """Best of `repeat` timed calls after one untimed call, in milliseconds."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--dim", type=int, default=256)
@@ -48,13 +59,7 @@ def main(argv=None):
     to = {"uuids": ["cond", "uncond"]}
 
     def timed(fn):
-        fn()
-        best = float("inf")
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - start)
-        return best * 1000
+        return best_ms(fn, args.repeat)
 
     with torch.no_grad():
         full = timed(lambda: dm(x, t, ctx))

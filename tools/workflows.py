@@ -5,61 +5,72 @@
 """
 from __future__ import annotations
 
-NEGATIVE = "blurry, static, distorted, low quality"
+NEGATIVE = ""  # the demo model was trained with an all-zero (empty) prompt as its unconditional input
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 VIRTUAL_NODES = {"Note", "MarkdownNote"}
+DEMO_PROMPT = "a red circle moves right; then a blue square falls"
 
 
 def _link(node: str, output: int = 0) -> list:
     return [node, output]
 
 
-def demo_prompt(prompt: str = "a red circle moves right", seed: int = 42, steps: int = 30, frames: int = 49,
-                width: int = 64, height: int = 64, cfg: float = 5.0, solver: str = "uni_pc",
+def demo_prompt(prompt: str = DEMO_PROMPT, seed: int = 42, steps: int = 30, frames: int = 49,
+                width: int = 128, height: int = 128, cfg: float = 4.0, shift: float = 3.0, solver: str = "uni_pc",
                 warmup: int = 6, min_stride: int = 3, max_stride: int = 5, keyframes: int = 2,
-                context: str = "kv_cache", dense: bool = True, rhymeflow: bool = True) -> dict:
-    """Dense and RhymeFlow side by side on the same model, prompt, seed and sigmas."""
+                context: str = "kv_cache", dense: bool = True, rhymeflow: bool = True, save_latents: bool = True) -> dict:
+    """Dense and RhymeFlow side by side on the demo model: same prompt, seed and sigmas.
+
+    128x128x49 is an empty latent of 16x16x13, which the demo model decodes to 13 frames of 32x32.
+    """
     p = {
-        "1": {"class_type": "RhymeFlowDemoModel", "inputs": {"seed": 0}},
-        "2": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("1"), "shift": 5.0}},
+        "1": {"class_type": "RhymeFlowDemoModel", "inputs": {}},
+        "2": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("1"), "shift": shift}},
         "3": {"class_type": "RhymeFlowDemoPrompt", "inputs": {"text": prompt}},
         "4": {"class_type": "RhymeFlowDemoPrompt", "inputs": {"text": NEGATIVE}},
         "5": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": width, "height": height, "length": frames, "batch_size": 1}},
         "6": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
         "7": {"class_type": "BasicScheduler", "inputs": {"model": _link("2"), "scheduler": "simple", "steps": steps, "denoise": 1.0}},
-        "12": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("2"), "context": context, "cache_device": "auto"}},
-        "13": {"class_type": "CFGGuider", "inputs": {"model": _link("12"), "positive": _link("3"), "negative": _link("4"), "cfg": cfg}},
-        "14": {"class_type": "RhymeFlowKeyframes", "inputs": {"strategy": "semantic", "count": keyframes, "similarity_threshold": 0.98,
-                                                              "min_gap": 1, "manual_frames": ""}},
-        "15": {"class_type": "RhymeFlowSampler", "inputs": {"solver": solver, "warmup_steps": warmup, "min_stride": min_stride,
-                                                            "max_stride": max_stride, "transition_1": 0.3, "transition_2": 0.7,
-                                                            "stride_schedule": "progressive", "keyframes": _link("14")}},
-        "16": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("6"), "guider": _link("13"), "sampler": _link("15"),
-                                                                 "sigmas": _link("7"), "latent_image": _link("5")}},
-        "17": {"class_type": "SaveLatent", "inputs": {"samples": _link("16"), "filename_prefix": "rhymeflow"}},
     }
-    if not rhymeflow:
-        for nid in ("12", "13", "14", "15", "16", "17"):
-            del p[nid]
+    branches = []
     if dense:
-        p.update({
+        branches.append(("dense", "8", {
             "8": {"class_type": "CFGGuider", "inputs": {"model": _link("2"), "positive": _link("3"), "negative": _link("4"), "cfg": cfg}},
             "9": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": solver}},
             "10": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("6"), "guider": _link("8"), "sampler": _link("9"),
                                                                      "sigmas": _link("7"), "latent_image": _link("5")}},
-            "11": {"class_type": "SaveLatent", "inputs": {"samples": _link("10"), "filename_prefix": "dense"}},
-        })
+        }, "10"))
+    if rhymeflow:
+        branches.append(("rhymeflow", "12", {
+            "12": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("2"), "context": context, "cache_device": "auto"}},
+            "13": {"class_type": "CFGGuider", "inputs": {"model": _link("12"), "positive": _link("3"), "negative": _link("4"), "cfg": cfg}},
+            "14": {"class_type": "RhymeFlowKeyframes", "inputs": {"strategy": "semantic", "count": keyframes, "similarity_threshold": 0.98,
+                                                                  "min_gap": 1, "manual_frames": ""}},
+            "15": {"class_type": "RhymeFlowSampler", "inputs": {"solver": solver, "warmup_steps": warmup, "min_stride": min_stride,
+                                                                "max_stride": max_stride, "transition_1": 0.3, "transition_2": 0.7,
+                                                                "stride_schedule": "progressive", "keyframes": _link("14")}},
+            "16": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("6"), "guider": _link("13"), "sampler": _link("15"),
+                                                                     "sigmas": _link("7"), "latent_image": _link("5")}},
+        }, "16"))
+    for name, first, nodes, sampled in branches:
+        p.update(nodes)
+        base = int(first) + 10
+        p[str(base)] = {"class_type": "RhymeFlowDemoDecode", "inputs": {"samples": _link(sampled), "scale": 4}}
+        p[str(base + 1)] = {"class_type": "SaveAnimatedWEBP", "inputs": {"images": _link(str(base)), "filename_prefix": f"rhymeflow_demo/{name}",
+                                                                         "fps": 8.0, "lossless": True, "quality": 90, "method": "default"}}
+        if save_latents:
+            p[str(base + 2)] = {"class_type": "SaveLatent", "inputs": {"samples": _link(sampled), "filename_prefix": name}}
     return p
 
 
 def two_expert_prompt(prompt: str = "a blue square falls", seed: int = 7, steps: int = 20, switch: int = 10,
-                      frames: int = 33, size: int = 64, cfg: float = 3.5) -> dict:
+                      frames: int = 49, size: int = 128, cfg: float = 4.0) -> dict:
     """Wan 2.2 A14B style: high-noise expert, then low-noise expert on split sigmas, each with RhymeFlow."""
     p = {
-        "1": {"class_type": "RhymeFlowDemoModel", "inputs": {"seed": 0}},
-        "2": {"class_type": "RhymeFlowDemoModel", "inputs": {"seed": 1}},
-        "3": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("1"), "shift": 8.0}},
-        "4": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("2"), "shift": 8.0}},
+        "1": {"class_type": "RhymeFlowDemoModel", "inputs": {}},
+        "2": {"class_type": "RhymeFlowDemoModel", "inputs": {}},
+        "3": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("1"), "shift": 3.0}},
+        "4": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("2"), "shift": 3.0}},
         "5": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("3"), "context": "kv_cache", "cache_device": "auto"}},
         "6": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("4"), "context": "kv_cache", "cache_device": "auto"}},
         "7": {"class_type": "RhymeFlowDemoPrompt", "inputs": {"text": prompt}},
