@@ -79,3 +79,29 @@ def hunyuan_text_first(hunyuan_model) -> bool:
     """
     blocks = hunyuan_model.double_blocks
     return not (len(blocks) and getattr(blocks[0], "flipped_img_txt", False))
+
+
+def ltxv_pe_rows(pe, rows):
+    """Rows (token indices) of an LTXV RoPE table: a tensor [B, 1, L, ...] on 0.3.x, a
+    (rotation_matrix [B, L, heads, ...], split_pe) pair on newer ComfyUI."""
+    if isinstance(pe, tuple):
+        return (pe[0].index_select(1, rows),) + tuple(pe[1:])
+    return pe.index_select(2, rows)
+
+
+def ltxv_rope(t, pe):
+    """LTXV's RoPE on [B, L, inner] queries/keys (norms span all heads, so the whole row is rotated)."""
+    if isinstance(pe, tuple):
+        from comfy.ldm.lightricks.model import apply_rotary_emb
+        return apply_rotary_emb(t, pe)
+    return apply_rope1(t.unsqueeze(1), pe).squeeze(1)
+
+
+def ltxv_timestep_embedding(ltxv_model, timestep, batch: int, dtype):
+    """(per-block AdaLN vector, final-layer embedding) for LTXV, one row per token or one per sample."""
+    if hasattr(ltxv_model, "_prepare_timestep"):  # newer ComfyUI
+        vec, embedded = ltxv_model._prepare_timestep(timestep, batch, dtype)[:2]
+        return vec, embedded
+    vec, embedded = ltxv_model.adaln_single((timestep * 1000.0).flatten(), {"resolution": None, "aspect_ratio": None},
+                                            batch_size=batch, hidden_dtype=dtype)
+    return vec.view(batch, -1, vec.shape[-1]), embedded.view(batch, -1, embedded.shape[-1])

@@ -4,9 +4,10 @@ from __future__ import annotations
 from ..errors import RhymeFlowInputError
 from .base import ActivePassAdapter
 from .hunyuan import HunyuanVideoAdapter
+from .ltxv import LTXVAdapter
 from .wan import WanAdapter
 
-ADAPTERS: tuple[type[ActivePassAdapter], ...] = (WanAdapter, HunyuanVideoAdapter)
+ADAPTERS: tuple[type[ActivePassAdapter], ...] = (WanAdapter, HunyuanVideoAdapter, LTXVAdapter)
 
 
 def adapter_for(model_patcher) -> ActivePassAdapter:
