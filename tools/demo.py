@@ -37,12 +37,16 @@ class ReportCatcher(logging.Handler):
 
     def __enter__(self):
         log = logging.getLogger("RhymeFlow")
+        self._saved = log.level, log.propagate
         log.addHandler(self)
         log.setLevel(logging.INFO)
+        log.propagate = False  # collect quietly; the caller prints its own summary
         return self
 
     def __exit__(self, *exc):
-        logging.getLogger("RhymeFlow").removeHandler(self)
+        log = logging.getLogger("RhymeFlow")
+        log.removeHandler(self)
+        log.level, log.propagate = self._saved
 
 
 def samplers_by_branch(api: dict) -> dict[str, str]:
@@ -160,7 +164,10 @@ def main(argv=None) -> None:
 
     bootstrap()
     logging.basicConfig(level=logging.ERROR)  # the host logs optional-import warnings at start-up
+    import comfy.utils
     import torch
+
+    comfy.utils.PROGRESS_BAR_ENABLED = False  # our own bar below, fed by ComfyUI's ProgressBar hook
 
     from tools.headless import load_nodes
     from tools.metrics import compare
