@@ -1,71 +1,269 @@
 """Per-layer context cache: what non-keyframe tokens contribute to attention in active passes.
 
-One entry per block, recorded at the last rhythmic point, per batch signature (the tuple of
-cond uuids ComfyUI put in the call, so cond and uncond keep separate caches whether they arrive
-batched or one by one). Each entry is a full-length token buffer whose first `A` rows
-(the keyframe rows) are scratch, so an active pass writes its fresh keyframe rows in place
-instead of concatenating a full-size copy per block.
+One entry per block, recorded at each rhythmic point, per batch signature (the tuple of cond
+uuids ComfyUI put in the call, so cond and uncond keep separate caches whether they arrive
+batched or one by one). `load` returns, per cached tensor, a [B, A + S, D] buffer whose first
+`A` rows (the keyframe rows) are scratch, so an active pass writes its fresh keyframe rows in
+place instead of concatenating a full-size copy per block.
+
+Placement (decided once per run, at the first recording, and logged):
+  resident  cache on the compute device: the stored buffers themselves are returned;
+  host      cache in CPU memory while computing on CUDA: pinned [B, S, D] buffers, copied to
+            two GPU staging slots on a side stream, one block ahead of the compute (`_Prefetcher`).
+Buffers are allocated at the first recording and reused by later ones (no allocator churn, and
+pinned memory is expensive to allocate).
 """
 from __future__ import annotations
+
+import contextlib
+import math
 
 import torch
 
 from .compat import free_memory, log
 
 CACHE_DEVICES = ("auto", "gpu", "cpu")
+AUTO_MARGIN_BYTES = 4 << 30   # `auto` leaves at least this much (or 1/8 of the free memory) for activations
+PINNED_CHUNK_BYTES = 4 << 30  # pinned memory comes in chunks of this size (or less for a smaller cache)
+
+
+def place(placement: str, compute_device: torch.device, expected_bytes: int, free_bytes=None) -> tuple[torch.device, str]:
+    """(cache device, reason). `free_bytes` is looked up only when `auto` needs it."""
+    cpu = torch.device("cpu")
+    if compute_device.type == "cpu":
+        return cpu, "computing on the CPU"
+    if placement == "cpu":
+        return cpu, "cache_device=cpu"
+    if placement == "gpu":
+        return compute_device, "cache_device=gpu"
+    free = free_memory(compute_device) if free_bytes is None else free_bytes
+    margin = max(AUTO_MARGIN_BYTES, free // 8)
+    fits = expected_bytes + margin <= free
+    verdict = "fits" if fits else "does not fit"
+    return (compute_device if fits else cpu), f"auto: {verdict} in {free / 1e9:.1f} GB free with a {margin / 1e9:.1f} GB margin"
 
 
 class ContextCache:
     def __init__(self, placement: str = "auto"):
         self.placement = placement
-        self.device = None          # decided at the first recording
-        self.entries: dict[tuple, list] = {}
+        self.device = None           # decided at the first recording
+        self.entries: dict[tuple, list[tuple[torch.Tensor, ...]]] = {}
+        self.scratch: dict[tuple, int] = {}   # scratch rows at the front of each stored buffer, per signature
         self.peak_bytes = 0
+        self._bytes = 0
+        self._prefetch: _Prefetcher | None = None
 
     def choose_device(self, compute_device: torch.device, expected_bytes: int) -> torch.device:
         if self.device is None:
-            cpu = torch.device("cpu")
-            if self.placement == "cpu" or compute_device.type == "cpu":
-                self.device = cpu if self.placement == "cpu" else compute_device
-            elif self.placement == "gpu":
-                self.device = compute_device
-            else:  # auto: GPU only with room to spare for activations
-                free = free_memory(compute_device)
-                self.device = compute_device if expected_bytes < 0.7 * free else cpu
-                log.info("RhymeFlow cache: %.2f GB on %s (%.2f GB free on %s)", expected_bytes / 1e9,
-                         self.device, free / 1e9, compute_device)
+            self.device, reason = place(self.placement, compute_device, expected_bytes)
+            host = self.device.type == "cpu" and compute_device.type == "cuda"
+            if host:
+                self._prefetch = _Prefetcher(compute_device, expected_bytes)
+            log.info("RhymeFlow cache: %.2f GB on %s%s (%s)", expected_bytes / 1e9, self.device,
+                     ", pinned, prefetched one block ahead" if host else "", reason)
         return self.device
 
-    def store(self, signature: tuple, block: int, tensors: tuple[torch.Tensor, ...]) -> None:
-        blocks = self.entries.setdefault(signature, [])
-        if block == 0:
-            blocks.clear()
-        placed = tuple(t.to(self.device) if t.device != self.device else t for t in tensors)
-        blocks.append(placed)
-        self.peak_bytes = max(self.peak_bytes, self.nbytes())
+    # ---- recording ---------------------------------------------------------------------------
+    def store(self, signature: tuple, block: int, tensors: tuple[torch.Tensor, ...], rows: torch.Tensor | None = None,
+              scratch: int = 0) -> None:
+        """Keep rows `rows` (dim 1; all if None) of each [B, L, D] tensor for `block`.
 
+        Loads return them behind `scratch` free rows. The buffers of the first recording are reused.
+        """
+        blocks = self.entries.setdefault(signature, [])
+        lead = 0 if self._prefetch is not None else scratch   # host buffers hold only the kept rows
+        self.scratch[signature] = scratch
+        kept = tuple(t.shape[:1] + (t.shape[1] if rows is None else rows.numel(),) + t.shape[2:] for t in tensors)
+        if block < len(blocks) and all(_fits(buf, t, shape, lead) for buf, t, shape in zip(blocks[block], tensors, kept, strict=True)):
+            buffers = blocks[block]
+        else:
+            buffers = tuple(self._allocate(shape, t.dtype, lead) for t, shape in zip(tensors, kept, strict=True))
+            if block < len(blocks):
+                self._bytes -= _nbytes(blocks[block])
+                blocks[block] = buffers
+            elif block == len(blocks):
+                blocks.append(buffers)
+            else:
+                raise RuntimeError(f"RhymeFlow: cache blocks recorded out of order ({block} after {len(blocks)}).")
+        if self._prefetch is not None:
+            self._prefetch.to_host(buffers, tuple(t if rows is None else t.index_select(1, rows) for t in tensors), block)
+            return
+        for buf, t in zip(buffers, tensors, strict=True):
+            for b in range(t.shape[0]):   # per batch item the destination rows are contiguous: gather straight in
+                if rows is None:
+                    buf[b, lead:].copy_(t[b])
+                else:
+                    torch.index_select(t[b], 0, rows, out=buf[b, lead:])
+
+    def _allocate(self, kept: tuple, dtype, lead: int) -> torch.Tensor:
+        shape = (kept[0], lead + kept[1]) + tuple(kept[2:])
+        if self._prefetch is not None and self._prefetch.arena is not None:
+            buf = self._prefetch.arena.empty(shape, dtype)
+        else:
+            buf = torch.empty(shape, dtype=dtype, device=self.device)
+        self._bytes += buf.numel() * buf.element_size()
+        self.peak_bytes = max(self.peak_bytes, self._bytes)
+        return buf
+
+    # ---- active passes -----------------------------------------------------------------------
     def load(self, signature: tuple, block: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         blocks = self.entries.get(signature)
-        entry = blocks[block] if blocks is not None and block < len(blocks) else self._assemble(signature, block)
-        return tuple(t.to(device, non_blocking=True) if t.device != device else t for t in entry)
+        if blocks is None or block >= len(blocks):
+            return self._assemble(signature, block, device)
+        if self._prefetch is not None:
+            return self._prefetch.load(signature, blocks, block, self.scratch[signature])
+        return blocks[block]
 
-    def _assemble(self, signature: tuple, block: int) -> tuple[torch.Tensor, ...]:
+    def _assemble(self, signature: tuple, block: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """ComfyUI batched the conds differently than at the rhythmic point: gather each cond's rows."""
-        parts = []
+        if self._prefetch is not None:
+            self._prefetch.wait_host()   # host buffers are read directly below
+        parts, scratch = [], None
         for uuid in signature:
             for recorded, blocks in self.entries.items():
                 if uuid in recorded and block < len(blocks):
-                    k = recorded.index(uuid)
+                    k, scratch = recorded.index(uuid), self.scratch[recorded]
                     parts.append(tuple(t.chunk(len(recorded), dim=0)[k] for t in blocks[block]))
                     break
             else:
                 raise RuntimeError(
                     f"RhymeFlow: no context cache for conditioning {uuid} at block {block}; an active pass ran "
                     "without a rhythmic point recording it. Please report this with your workflow.")
-        return tuple(torch.cat(ts, dim=0) for ts in zip(*parts, strict=True))
+        gathered = tuple(torch.cat(ts, dim=0).to(device) for ts in zip(*parts, strict=True))
+        if self._prefetch is None:
+            return gathered
+        out = tuple(t.new_empty((t.shape[0], scratch + t.shape[1]) + tuple(t.shape[2:])) for t in gathered)
+        for o, t in zip(out, gathered, strict=True):
+            o[:, scratch:] = t
+        return out
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for blocks in self.entries.values() for entry in blocks for t in entry)
+        return self._bytes
 
     def clear(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.clear()
         self.entries.clear()
+        self.scratch.clear()
+        self._bytes = 0
+
+
+def _fits(buf: torch.Tensor, like: torch.Tensor, kept: tuple, lead: int) -> bool:
+    return buf.dtype == like.dtype and buf.shape == (kept[0], lead + kept[1]) + tuple(kept[2:])
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class _Prefetcher:
+    """Copies between pinned host buffers and the compute device on one side stream (CUDA).
+
+    All copies go through the one side stream, so they run in the order issued: a block's rows
+    reach the host before they are read back. Each block is copied into staging slot
+    `block % 2` while the previous block computes; the compute waits on the copy's event, and
+    the side stream waits for the compute already queued before it overwrites a slot.
+    Without CUDA (tests) the same logic runs with plain synchronous copies.
+    """
+
+    def __init__(self, device: torch.device, expected_bytes: int = 0):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.arena = _PinnedArena(expected_bytes) if self.stream is not None else None
+        self.slots: dict[tuple, tuple[torch.Tensor, ...]] = {}   # (signature, parity) -> staging tensors
+        self.pending: dict[tuple, tuple] = {}                   # (signature, block) -> (event, slot)
+
+    def to_host(self, host: tuple[torch.Tensor, ...], rows: tuple[torch.Tensor, ...], block: int) -> None:
+        if block == 0:
+            self.pending.clear()   # a new recording: nothing prefetched earlier is valid
+        self._after_compute()
+        with self._side():
+            for dst, src in zip(host, rows, strict=True):
+                for b in range(src.shape[0]):   # per batch item: both sides contiguous, a plain DMA copy
+                    dst[b].copy_(src[b], non_blocking=True)
+                if self.stream is not None:
+                    src.record_stream(self.stream)   # keep `src` alive until the copy has run
+
+    def load(self, signature: tuple, blocks: list, block: int, scratch: int) -> tuple[torch.Tensor, ...]:
+        if block == 0:
+            self.pending.clear()   # an interrupted pass may have left a prefetch behind
+        if (signature, block) not in self.pending:
+            self._issue(signature, blocks, block, scratch)
+        if block + 1 < len(blocks):
+            self._issue(signature, blocks, block + 1, scratch)   # overlaps with this block's compute
+        event, slot = self.pending.pop((signature, block))
+        if event is not None:
+            torch.cuda.current_stream(self.device).wait_event(event)
+        return slot
+
+    def _issue(self, signature, blocks, block, scratch) -> None:
+        host = blocks[block]
+        slot = self._slot(signature, block % 2, host, scratch)
+        self._after_compute()   # the slot's last reader (block - 2, or block - 1's queue) has been issued
+        with self._side():
+            for dst, src in zip(slot, host, strict=True):
+                for b in range(src.shape[0]):
+                    dst[b, scratch:].copy_(src[b], non_blocking=True)
+            event = None
+            if self.stream is not None:
+                event = torch.cuda.Event()
+                event.record(self.stream)
+        self.pending[(signature, block)] = (event, slot)
+
+    def _slot(self, signature, parity, host, scratch) -> tuple[torch.Tensor, ...]:
+        key = (signature, parity)
+        slot = self.slots.get(key)
+        if slot is None or any(s.shape[1] != scratch + h.shape[1] or s.shape[0] != h.shape[0] for s, h in zip(slot, host, strict=True)):
+            slot = tuple(torch.empty((h.shape[0], scratch + h.shape[1]) + tuple(h.shape[2:]), dtype=h.dtype, device=self.device)
+                         for h in host)
+            self.slots[key] = slot
+        return slot
+
+    def _after_compute(self) -> None:
+        if self.stream is not None:
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+
+    def _side(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def wait_host(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    def clear(self) -> None:
+        self.wait_host()   # no copy may still read or write buffers about to be freed
+        self.pending.clear()
+        self.slots.clear()
+        if self.arena is not None:
+            self.arena.clear()
+
+
+class _PinnedArena:
+    """Pinned host buffers carved from large chunks.
+
+    PyTorch's pinned allocator rounds each allocation up to a power of two, which would waste up
+    to half of a 50 GB cache made of 600 MB block buffers; chunks of a power-of-two size waste only
+    the tail that no further buffer fits in.
+    """
+
+    ALIGN = 512
+
+    def __init__(self, expected_bytes: int, pin: bool = True):
+        self.pin = pin
+        self.chunk_bytes = min(PINNED_CHUNK_BYTES, 1 << max(expected_bytes - 1, 1).bit_length())
+        self.chunks: list[torch.Tensor] = []
+        self.used = 0
+
+    def empty(self, shape, dtype) -> torch.Tensor:
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * itemsize
+        if not self.chunks or self.used + nbytes > self.chunks[-1].numel():
+            self.chunks.append(torch.empty(max(self.chunk_bytes, nbytes), dtype=torch.uint8, pin_memory=self.pin))
+            self.used = 0
+        view = self.chunks[-1][self.used:self.used + nbytes].view(dtype).view(shape)
+        self.used += -(-nbytes // self.ALIGN) * self.ALIGN
+        return view
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.used = 0

@@ -61,10 +61,8 @@ class WanAdapter(ActivePassAdapter):
             compat.log.warning("RhymeFlow: block-replace patches (e.g. skip-layer guidance) apply only in warm-up passes, "
                                "not in rhythmic or active passes.")
         b, _, frames, h, w = x.shape
-        x = pad_to_patch_size(x, wan.patch_size)
         ph, pw = wan.patch_size[1], wan.patch_size[2]
-        grid_hw = (x.shape[3] // ph, x.shape[4] // pw)
-        per_frame = grid_hw[0] * grid_hw[1]
+        grid_hw = (-(-h // ph), -(-w // pw))
         run.calls[run.plan.kind] += 1
 
         e = wan.time_embedding(wan_model.sinusoidal_embedding_1d(wan.freq_dim, timestep.flatten()).to(dtype=x.dtype))
@@ -72,36 +70,48 @@ class WanAdapter(ActivePassAdapter):
         e0 = wan.time_projection(e).unflatten(2, (6, wan.dim))
         context = wan.text_embedding(context)
         signature = tuple(to.get("uuids") or ("single",))
-
-        keyframes = run.plan.keyframes
-        key_rows = run.row_index(("key", frames, per_frame, keyframes), lambda: _frame_rows(keyframes, per_frame, x.device), x.device)
-        nk_rows = run.row_index(("nk", frames, per_frame, keyframes), lambda: _frame_rows(
-            sorted(set(range(frames)) - set(keyframes)), per_frame, x.device), x.device)
-        freqs = run.row_index(("freqs", frames, x.shape[3], x.shape[4]), lambda: wan.rope_encode(
-            frames, x.shape[3], x.shape[4], device=x.device, dtype=x.dtype, transformer_options=to), x.device)
-        freqs_key = run.row_index(("fk", frames, keyframes), lambda: freqs[:, key_rows], x.device)
+        idx = self._indices(wan, run, to, x.device, x.dtype, frames, grid_hw)
 
         if run.plan.kind == RECORD:
             tokens = self._embed(wan, x)
-            out = self._record_pass(wan, run, tokens, e0, freqs, context, to, nk_rows, signature)
-            out = wan.head(out, e)
-            out = wan.unpatchify(out, (frames,) + grid_hw)
+            out = self._record_pass(wan, run, tokens, e0, idx["freqs"], context, to, idx["nk_rows"], signature)
+            out = wan.unpatchify(wan.head(out, e), (frames,) + grid_hw)
         else:
-            tokens = self._embed(wan, x[:, :, list(keyframes)])
-            cached = nk_rows.numel() > 0 and run.config.context != "keyframe_only"
-            freqs_buf = None
-            if cached and run.config.context == "hidden_cache":
-                # Rows of the cached buffers are ordered keyframes first, then non-keyframes.
-                freqs_buf = run.row_index(("fb", frames, keyframes), lambda: torch.cat([freqs_key, freqs[:, nk_rows]], dim=1), x.device)
-            out = self._active_pass(wan, run, tokens, e0, freqs_key, freqs_buf, context, to, signature, cached)
-            out = wan.unpatchify(wan.head(out, e), (len(keyframes),) + grid_hw)
+            # Only the keyframes are embedded (and padded): no full-size copy of the latent.
+            tokens = self._embed(wan, x.index_select(2, idx["key_frames"]))
+            cached = idx["nk_rows"].numel() > 0 and run.config.context != "keyframe_only"
+            freqs_buf = idx.get("freqs_buf") if cached else None
+            out = self._active_pass(wan, run, tokens, e0, idx["freqs_key"], freqs_buf, context, to, signature, cached)
+            out = wan.unpatchify(wan.head(out, e), (idx["key_frames"].numel(),) + grid_hw)
             full = out.new_zeros((b, out.shape[1], frames) + out.shape[3:])
-            full[:, :, list(keyframes)] = out
-            out = full
+            out = full.index_copy_(2, idx["key_frames"], out)
         return out[:, :, :frames, :h, :w]
 
     @staticmethod
+    def _indices(wan, run, to, device, dtype, frames, grid_hw) -> dict:
+        """Index tensors and RoPE rows of this run's keyframe set, built once per run and device."""
+        keyframes = run.plan.keyframes
+        per_frame = grid_hw[0] * grid_hw[1]
+
+        def build():
+            nonkey = sorted(set(range(frames)) - set(keyframes))
+            freqs = wan.rope_encode(frames, grid_hw[0] * wan.patch_size[1], grid_hw[1] * wan.patch_size[2],
+                                    device=device, dtype=dtype, transformer_options=to)
+            key_rows = _frame_rows(keyframes, per_frame, device)
+            nk_rows = _frame_rows(nonkey, per_frame, device)
+            idx = {"key_frames": torch.as_tensor(keyframes, dtype=torch.long, device=device), "nk_rows": nk_rows,
+                   "freqs": freqs, "freqs_key": freqs[:, key_rows]}
+            if run.config.context == "hidden_cache":
+                # Rows of the cached buffers are ordered keyframes first, then non-keyframes.
+                idx["freqs_buf"] = torch.cat([idx["freqs_key"], freqs[:, nk_rows]], dim=1)
+            return idx
+
+        return run.row_index(("wan", frames, grid_hw, keyframes, dtype), build, device)
+
+    @staticmethod
     def _embed(wan, x):
+        if x.shape[3] % wan.patch_size[1] or x.shape[4] % wan.patch_size[2]:
+            x = pad_to_patch_size(x, wan.patch_size)   # copies, so only when the size needs it
         t = wan.patch_embedding(x.float()).to(x.dtype)
         return t.flatten(2).transpose(1, 2)
 
@@ -140,23 +150,16 @@ class WanAdapter(ActivePassAdapter):
             to["block_index"] = i
             mod = self._modulation(block, e0, x)
             if mode == "hidden_cache":
-                run.cache.store(signature, i, (self._scratch_buffer(x, nk_rows, a),))
+                run.cache.store(signature, i, (x,), nk_rows, scratch=a)
             x = x.contiguous()
             y = torch.addcmul(mod[0], block.norm1(x), 1 + mod[1])
             q = self._q(block.self_attn, y, freqs)
             k, v = self._kv(block.self_attn, y, freqs)
             if mode == "kv_cache":
-                run.cache.store(signature, i, (self._scratch_buffer(k, nk_rows, a), self._scratch_buffer(v, nk_rows, a)))
+                run.cache.store(signature, i, (k, v), nk_rows, scratch=a)
             y = block.self_attn.o(compat.attention(q, k, v, heads=block.self_attn.num_heads, transformer_options=to))
             x = self._finish_block(block, x, y, mod, context, to)
         return x
-
-    @staticmethod
-    def _scratch_buffer(t, nk_rows, a):
-        # [B, A + S_nk, D]: keyframe rows first (scratch, overwritten by each active pass).
-        buf = t.new_empty((t.shape[0], a + nk_rows.numel(), t.shape[2]))
-        buf[:, a:] = t.index_select(1, nk_rows)
-        return buf
 
     def _active_pass(self, wan, run, x, e0, freqs_key, freqs_all, context, to, signature, cached):
         a = x.shape[1]
