@@ -1,0 +1,31 @@
+"""Smoke test of the sampler benchmark (tools/bench.py) at a tiny size on the CPU: no timing assertions."""
+from tools import bench
+
+ROWS = ("dense", "release", "release+override")
+
+
+def test_bench_table_has_every_row_and_consistent_pass_counts(tmp_path):
+    out = tmp_path / "bench.md"
+    text, configs = bench.main(["--model", "tiny", "--size", "32x32", "--frames", "17", "--quick", "--quick-steps", "4",
+                                "--rows", ",".join(ROWS), "--device", "cpu", "--out", str(out)], log=lambda *_: None)
+    assert out.read_text() == text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0] == "| " + " | ".join(bench.COLUMNS) + " |"
+    assert [line.split(" | ")[0][2:] for line in table[1:]] == list(ROWS)
+    assert all(line.count(" | ") == len(bench.COLUMNS) - 1 for line in table)
+
+    (cfg, results), = configs
+    by = {r.row.name: r for r in results}
+    assert by["dense"].planned == {"full": 50} and by["dense"].steps_run == bench.DENSE_QUICK_STEPS
+    assert by["dense"].calls == {"full": bench.DENSE_QUICK_STEPS * by["dense"].calls_per_step}
+    for name in ("release", "release+override"):
+        r = by[name]
+        # The 50-step release schedule: 21 full passes (11 of them recording) and 29 active ones.
+        assert r.planned == {"full": 10, "record": 11, "active": 29}
+        # The short run made exactly the calls its own schedule plans, per cond batch.
+        short = bench.planned_calls(r.row, r.steps_run, True, frames=5)
+        assert r.calls == {k: n * r.calls_per_step for k, n in short.items() if n}
+        assert r.ratio > 0 and r.ideal > 1 and r.cache_gb > 0 and r.cache_device == "cpu"
+        assert r.estimate > 0 and r.speedup > 0
+    assert "as active self-attention" in " ".join(by["release+override"].notes)
+    assert "0x as active" not in " ".join(by["release+override"].notes)
