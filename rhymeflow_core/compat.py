@@ -105,3 +105,27 @@ def ltxv_timestep_embedding(ltxv_model, timestep, batch: int, dtype):
     vec, embedded = ltxv_model.adaln_single((timestep * 1000.0).flatten(), {"resolution": None, "aspect_ratio": None},
                                             batch_size=batch, hidden_dtype=dtype)
     return vec.view(batch, -1, vec.shape[-1]), embedded.view(batch, -1, embedded.shape[-1])
+
+
+def prompt_server():
+    """The running ComfyUI server, or None (headless runs and tests have none).
+
+    Looked up in sys.modules rather than imported: importing `server` would build a server module
+    (and its routes table) where ComfyUI did not start one.
+    """
+    import sys
+    server = sys.modules.get("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def fix_empty_latent(model, latent: dict):
+    """comfy.sample.fix_empty_latent_channels for a LATENT dict, as the host's common_ksampler calls it.
+
+    v0.33+ passes the latent's own downscale ratios (keys absent in 0.3.75 latents); 0.3.75's
+    function takes only (model, samples).
+    """
+    import comfy.sample
+    ratios = ("downscale_ratio_spacial", "downscale_ratio_temporal")
+    if any(k in latent for k in ratios):
+        return comfy.sample.fix_empty_latent_channels(model, latent["samples"], *(latent.get(k) for k in ratios))
+    return comfy.sample.fix_empty_latent_channels(model, latent["samples"])

@@ -1,0 +1,49 @@
+"""The all-in-one RhymeFlow KSampler, assembled from the same pieces as the node chain.
+
+model -> apply_trajectory_projection -> RhymeFlowKSampler sampler object -> ComfyUI's own
+comfy.sample.sample_custom (CFGGuider inside), with the scheduler's sigmas cut for `denoise`
+exactly as KSampler and BasicScheduler do. Only the noise/latent preparation of the host's
+common_ksampler is repeated here, because sample_custom expects it done.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import compat
+from .patch import apply_trajectory_projection
+from .sampler import SamplerSettings
+from .sampler_object import RhymeFlowKSampler
+
+
+def scheduler_sigmas(model, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
+    """BasicScheduler's sigmas: with denoise < 1, the last `steps` steps of a longer schedule."""
+    import comfy.samplers
+
+    if denoise <= 0.0:
+        return torch.FloatTensor([])
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()
+    return sigmas[-(steps + 1):]
+
+
+def sample_latent(model, seed: int, steps: int, cfg: float, scheduler: str, positive, negative, latent: dict,
+                  denoise: float, settings: SamplerSettings, preset: str, context: str, cache_device: str,
+                  on_report=None) -> dict:
+    """What KSampler does, with RhymeFlow sampling: returns the sampled LATENT dict."""
+    import comfy.sample
+    import comfy.utils
+    import latent_preview
+
+    patched = apply_trajectory_projection(model, context, cache_device)
+    sampler = RhymeFlowKSampler(settings, preset, on_report)
+    sigmas = scheduler_sigmas(patched, scheduler, steps, denoise)
+    out = {k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")}
+    if len(sigmas) < 2:  # denoise 0: nothing to sample, like KSampler
+        return out
+    latent_image = compat.fix_empty_latent(patched, latent)
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    callback = latent_preview.prepare_callback(patched, len(sigmas) - 1)
+    out["samples"] = comfy.sample.sample_custom(
+        patched, noise, cfg, sampler, sigmas, positive, negative, latent_image, noise_mask=latent.get("noise_mask"),
+        callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    return out
