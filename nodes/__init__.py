@@ -4,13 +4,18 @@ from __future__ import annotations
 from ..rhymeflow_core.compat import v3_api
 from .demo import RhymeFlowDemoDecode, RhymeFlowDemoModel, RhymeFlowDemoPrompt
 from .keyframes import RhymeFlowKeyframes
+from .ksampler import RhymeFlowKSamplerNode
 from .projection import RhymeFlowTrajectoryProjection
+from .routes import register_routes
 from .sampler import RhymeFlowSampler
 
 ComfyExtension, io = v3_api()
 
-NODES = [RhymeFlowKeyframes, RhymeFlowTrajectoryProjection, RhymeFlowSampler, RhymeFlowDemoModel, RhymeFlowDemoPrompt,
-         RhymeFlowDemoDecode]
+NODES = [RhymeFlowKeyframes, RhymeFlowTrajectoryProjection, RhymeFlowSampler, RhymeFlowKSamplerNode, RhymeFlowDemoModel,
+         RhymeFlowDemoPrompt, RhymeFlowDemoDecode]
+
+# The schedule view's route, on ComfyUI's server when there is one (it reads routes added before start-up).
+register_routes()
 
 
 class RhymeFlowExtension(ComfyExtension):

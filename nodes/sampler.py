@@ -3,13 +3,55 @@ from __future__ import annotations
 
 from ..rhymeflow_core.compat import v3_api
 from ..rhymeflow_core.keyframes import KeyframeSpec
+from ..rhymeflow_core.presets import CUSTOM, PRESET_NAMES
 from ..rhymeflow_core.sampler import SamplerSettings
 from ..rhymeflow_core.sampler_object import RhymeFlowKSampler
 from ..rhymeflow_core.schedule import ScheduleSettings
 from ..rhymeflow_core.solvers import SOLVERS
 from .keyframes import Keyframes
+from .routes import report_sender
 
 _, io = v3_api()
+
+PRESET_TOOLTIP = ("quality / balanced / fast fix the schedule for any step count: warm-up 30 / 20 / 15 % of the steps, "
+                  "strides 2-3 / 3-5 / 4-5 (balanced = the paper's release setting). custom uses warmup_steps, strides, "
+                  "transitions and stride_schedule as set. The schedule view below shows the result.")
+
+
+def schedule_inputs(preset_default: str) -> list:
+    """The schedule widgets shared by RhymeFlowSampler and RhymeFlowKSampler."""
+    return [
+        io.Int.Input("warmup_steps", default=10, min=0, max=1000,
+                     tooltip="Synchronous full steps before any frame skips; the strongest quality knob. "
+                             "Release: 10 of 50 steps. At 30 steps 6-10, at 20 steps 4-6 (see README). Used with preset custom."),
+        io.Int.Input("min_stride", default=3, min=1, max=100,
+                     tooltip="Group length (steps per full pass) early after warm-up. Used with preset custom."),
+        io.Int.Input("max_stride", default=5, min=1, max=100,
+                     tooltip="Group length late in sampling. Strides above 5 start to shimmer (paper, Fig. 6). Used with preset custom."),
+        io.Float.Input("transition_1", default=0.3, min=0.0, max=1000.0, step=0.01,
+                       tooltip="Where the middle stride (min+1) starts: a fraction of the post-warm-up steps, "
+                               "or an absolute step offset if above 1. Used with preset custom."),
+        io.Float.Input("transition_2", default=0.7, min=0.0, max=1000.0, step=0.01,
+                       tooltip="Where max_stride starts: a fraction of the post-warm-up steps, or an absolute offset if above 1. "
+                               "Used with preset custom."),
+        io.Combo.Input("stride_schedule", options=["progressive", "fixed"], default="progressive",
+                       tooltip="progressive: strides grow min -> min+1 -> max; fixed: min_stride everywhere. Used with preset custom."),
+        # Last of the widgets and optional, so workflows and API prompts made before presets existed
+        # load and run unchanged (as custom).
+        io.Combo.Input("preset", options=list(PRESET_NAMES), default=preset_default, optional=True, tooltip=PRESET_TOOLTIP),
+        Keyframes.Input("keyframes", optional=True,
+                        tooltip="From RhymeFlowKeyframes. Default: semantic, 2 keyframes (first and last frame)."),
+    ]
+
+
+def sampler_settings(solver, warmup_steps, min_stride, max_stride, transition_1, transition_2, stride_schedule,
+                     keyframes=None) -> SamplerSettings:
+    return SamplerSettings(
+        schedule=ScheduleSettings(warmup_steps, min_stride, max_stride, transition_1, transition_2,
+                                  progressive=stride_schedule == "progressive"),
+        keyframes=keyframes if keyframes is not None else KeyframeSpec(),
+        solver=solver,
+    )
 
 
 class RhymeFlowSampler(io.ComfyNode):
@@ -26,33 +68,16 @@ class RhymeFlowSampler(io.ComfyNode):
                 io.Combo.Input("solver", options=list(SOLVERS), default="uni_pc",
                                tooltip="Solver for keyframes (and all frames during warm-up). Identical to ComfyUI's sampler of "
                                        "the same name; non-keyframes always take one Euler jump per group."),
-                io.Int.Input("warmup_steps", default=10, min=0, max=1000,
-                             tooltip="Synchronous full steps before any frame skips; the strongest quality knob. "
-                                     "Release: 10 of 50 steps. At 30 steps 6-10, at 20 steps 4-6 (see README)."),
-                io.Int.Input("min_stride", default=3, min=1, max=100,
-                             tooltip="Group length (steps per full pass) early after warm-up."),
-                io.Int.Input("max_stride", default=5, min=1, max=100,
-                             tooltip="Group length late in sampling. Strides above 5 start to shimmer (paper, Fig. 6)."),
-                io.Float.Input("transition_1", default=0.3, min=0.0, max=1000.0, step=0.01,
-                               tooltip="Where the middle stride (min+1) starts: a fraction of the post-warm-up steps, "
-                                       "or an absolute step offset if above 1."),
-                io.Float.Input("transition_2", default=0.7, min=0.0, max=1000.0, step=0.01,
-                               tooltip="Where max_stride starts: a fraction of the post-warm-up steps, or an absolute offset if above 1."),
-                io.Combo.Input("stride_schedule", options=["progressive", "fixed"], default="progressive",
-                               tooltip="progressive: strides grow min -> min+1 -> max; fixed: min_stride everywhere."),
-                Keyframes.Input("keyframes", optional=True,
-                                tooltip="From RhymeFlowKeyframes. Default: semantic, 2 keyframes (first and last frame)."),
+                *schedule_inputs(preset_default=CUSTOM),
             ],
             outputs=[io.Sampler.Output(tooltip="Connect to SamplerCustomAdvanced.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                stride_schedule, keyframes=None) -> io.NodeOutput:
-        settings = SamplerSettings(
-            schedule=ScheduleSettings(warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                                      progressive=stride_schedule == "progressive"),
-            keyframes=keyframes if keyframes is not None else KeyframeSpec(),
-            solver=solver,
-        )
-        return io.NodeOutput(RhymeFlowKSampler(settings))
+                stride_schedule, preset=CUSTOM, keyframes=None) -> io.NodeOutput:
+        settings = sampler_settings(solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
+                                    stride_schedule, keyframes)
+        on_report = report_sender(cls.hidden.unique_id, preset, settings.keyframes)
+        return io.NodeOutput(RhymeFlowKSampler(settings, preset, on_report))
