@@ -17,6 +17,8 @@ DEMO_NOTE = """## RhymeFlow demo (the pack's small trained model, runs on a CPU)
 Two branches on the same model, prompt, seed and sigmas. Top: dense sampling (KSamplerSelect uni_pc).
 Bottom: **RhymeFlow Trajectory Projection -> CFGGuider -> RhymeFlow Sampler**.
 
+* `preset` custom here, so the widgets count (and `make demo --warmup N` can change the warm-up); pick
+  quality / balanced / fast to let the preset scale warm-up and strides to the step count instead.
 * `warmup_steps` 6 of 30: synchronous steps before any frame skips (the main quality knob).
 * strides 3-5: a full pass every 3 steps early, every 5 late; active passes in between compute only keyframes.
 * `RhymeFlow Keyframes` count 2: first and last frame plus the semantic scan's picks (the release setting).
@@ -24,7 +26,11 @@ Bottom: **RhymeFlow Trajectory Projection -> CFGGuider -> RhymeFlow Sampler**.
 The demo model draws coloured shapes from prompts like `a red circle moves right; then a blue square falls`
 (see the prompt node's tooltip for the words it knows). The empty latent of 128x128x49 is 16x16x13 latent
 pixels, decoded exactly to 13 frames of 32x32 and shown 4x larger. For real videos swap the demo model,
-prompt and decode nodes for your Wan loader, text encoder and VAE decode; the RhymeFlow nodes stay."""
+prompt and decode nodes for your Wan loader, text encoder and VAE decode; the RhymeFlow nodes stay.
+
+The drawing under RhymeFlow Sampler is the schedule (latent frames down, steps across): grey warm-up,
+amber full passes at rhythmic points, blue where only keyframes are computed in active passes, dark where
+a frame skips. It updates as you change widgets; after a run it shows the keyframes chosen and the time saved."""
 
 TWO_EXPERT_NOTE = """## Wan 2.2 A14B style: two experts with RhymeFlow
 The high-noise expert runs the first 10 of 20 steps, the low-noise expert the rest (SplitSigmas at 10).
@@ -32,17 +38,47 @@ Each expert has its own RhymeFlow Trajectory Projection and its own RhymeFlow Sa
 synchronisation point (every frame is at the same noise level there) and no cache crosses it.
 High-noise: warm-up 4 of its 10 steps, strides 2-3 (composition is decided here).
 Low-noise: warm-up 1, strides 3-5 (details; this is where most of the saving is).
-The demo model stands in for both experts here. Replace the two demo models with your Wan 2.2 high-noise / low-noise UNETLoaders."""
+Both samplers use preset custom: a preset would scale the warm-up to each expert's slice of steps.
+The demo model stands in for both experts here. Replace the two demo models with your Wan 2.2 high-noise / low-noise
+UNETLoaders, or start from `rhymeflow_wan22_a14b_t2v.json`."""
+
+WAN21_NOTE = """## Wan 2.1 T2V 1.3B with RhymeFlow KSampler (480p, 81 frames)
+Files (ComfyUI's Wan templates use the same): `diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors`,
+`text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`, `vae/wan_2.1_vae.safetensors`.
+
+**RhymeFlow KSampler** is KSampler with RhymeFlow inside (no Trajectory Projection node needed):
+* `preset` balanced: warm-up 20 % of the steps (6 of 30), strides 3-5, the paper's release setting; about
+  2x less model compute at 480p. quality = warm-up 30 %, strides 2-3; fast = warm-up 15 %, strides 4-5; custom =
+  the widgets below as set. The drawing on the node shows the schedule and updates as you change them.
+* `sampler_name` uni_pc, `scheduler` simple, cfg 6, shift 8 (ModelSamplingSD3): the usual Wan 2.1 settings.
+* `context` kv_cache / `cache_device` auto: fastest; the cache (about 11 GB at 480p) goes to the GPU if it fits.
+* RhymeFlow Keyframes count 2: first and last latent frame denoised every step. Raise it for scenes with cuts.
+Use 50 steps for the paper's setting. After a run the node shows the keyframes chosen and the time saved."""
+
+WAN22_NOTE = """## Wan 2.2 A14B T2V: two experts, each with RhymeFlow (480p, 81 frames, 20 steps)
+Files: `diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors`,
+`diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors`, `text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`,
+`vae/wan_2.1_vae.safetensors` (Wan 2.2 A14B uses the Wan 2.1 VAE).
+
+One BasicScheduler (simple, 20 steps) split by SplitSigmas at 10: the high-noise expert samples steps 0-9 from
+RandomNoise, the low-noise expert steps 10-19 from the first latent with DisableNoise (shift 8, cfg 3.5, euler).
+Each expert has its own RhymeFlow Trajectory Projection, CFGGuider and RhymeFlow Sampler; the split is a
+synchronisation point and no cache crosses it.
+* High-noise sampler: preset custom, warm-up 4 of its 10 steps, strides 2-3 (composition and motion are set here).
+* Low-noise sampler: preset custom, warm-up 1, strides 3-5 (details; most of the saving).
+A preset would scale the warm-up to each expert's own 10 steps; custom keeps the split above."""
 
 
 def main() -> None:
     bootstrap()
     load_nodes()
-    from tools.workflows import api_to_ui, demo_prompt, two_expert_prompt
+    from tools.workflows import api_to_ui, demo_prompt, two_expert_prompt, wan21_t2v_prompt, wan22_a14b_t2v_prompt
     out = PACK_DIR / "example_workflows"
     out.mkdir(exist_ok=True)
     for name, prompt, note in [("rhymeflow_demo", demo_prompt(), DEMO_NOTE),
-                               ("rhymeflow_wan22_two_experts_demo", two_expert_prompt(), TWO_EXPERT_NOTE)]:
+                               ("rhymeflow_wan22_two_experts_demo", two_expert_prompt(), TWO_EXPERT_NOTE),
+                               ("rhymeflow_wan21_t2v_1.3b", wan21_t2v_prompt(), WAN21_NOTE),
+                               ("rhymeflow_wan22_a14b_t2v", wan22_a14b_t2v_prompt(), WAN22_NOTE)]:
         (out / f"{name}.json").write_text(json.dumps(api_to_ui(prompt, [note]), indent=1) + "\n")
         print("wrote", out / f"{name}.json")
 

@@ -46,9 +46,11 @@ def demo_prompt(prompt: str = DEMO_PROMPT, seed: int = 42, steps: int = 30, fram
             "13": {"class_type": "CFGGuider", "inputs": {"model": _link("12"), "positive": _link("3"), "negative": _link("4"), "cfg": cfg}},
             "14": {"class_type": "RhymeFlowKeyframes", "inputs": {"strategy": "semantic", "count": keyframes, "similarity_threshold": 0.98,
                                                                   "min_gap": 1, "manual_frames": ""}},
+            # preset custom: tools/demo.py sets warmup_steps on this node, which only custom honours.
             "15": {"class_type": "RhymeFlowSampler", "inputs": {"solver": solver, "warmup_steps": warmup, "min_stride": min_stride,
                                                                 "max_stride": max_stride, "transition_1": 0.3, "transition_2": 0.7,
-                                                                "stride_schedule": "progressive", "keyframes": _link("14")}},
+                                                                "stride_schedule": "progressive", "preset": "custom",
+                                                                "keyframes": _link("14")}},
             "16": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("6"), "guider": _link("13"), "sampler": _link("15"),
                                                                      "sigmas": _link("7"), "latent_image": _link("5")}},
         }, "16"))
@@ -82,16 +84,95 @@ def two_expert_prompt(prompt: str = "a blue square falls", seed: int = 7, steps:
         "13": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": size, "height": size, "length": frames, "batch_size": 1}},
         "14": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
         "15": {"class_type": "DisableNoise", "inputs": {}},
-        "16": {"class_type": "RhymeFlowSampler", "inputs": {"solver": "euler", "warmup_steps": 4, "min_stride": 2, "max_stride": 3,
-                                                            "transition_1": 0.3, "transition_2": 0.7, "stride_schedule": "progressive"}},
-        "17": {"class_type": "RhymeFlowSampler", "inputs": {"solver": "euler", "warmup_steps": 1, "min_stride": 3, "max_stride": 5,
-                                                            "transition_1": 0.3, "transition_2": 0.7, "stride_schedule": "progressive"}},
+        "16": _expert_sampler(warmup=4, min_stride=2, max_stride=3),
+        "17": _expert_sampler(warmup=1, min_stride=3, max_stride=5),
         "18": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("14"), "guider": _link("9"), "sampler": _link("16"),
                                                                  "sigmas": _link("12", 0), "latent_image": _link("13")}},
         "19": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("15"), "guider": _link("10"), "sampler": _link("17"),
                                                                  "sigmas": _link("12", 1), "latent_image": _link("18")}},
         "20": {"class_type": "SaveLatent", "inputs": {"samples": _link("19"), "filename_prefix": "two_expert"}},
     }
+    return p
+
+
+def _expert_sampler(warmup: int, min_stride: int, max_stride: int, solver: str = "euler") -> dict:
+    """A Wan 2.2 expert's RhymeFlowSampler. Custom: a preset's warm-up counts the expert's own slice of steps,
+    but the high-noise expert wants a longer share (composition) and the low-noise one hardly any."""
+    return {"class_type": "RhymeFlowSampler", "inputs": {"solver": solver, "warmup_steps": warmup, "min_stride": min_stride,
+                                                         "max_stride": max_stride, "transition_1": 0.3, "transition_2": 0.7,
+                                                         "stride_schedule": "progressive", "preset": "custom"}}
+
+
+# ---- Real Wan models (need the model files; ComfyUI's Wan templates use the same names) --------
+WAN_UNET_1_3B = "wan2.1_t2v_1.3B_fp16.safetensors"
+WAN22_HIGH = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+WAN22_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+WAN_TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN_VAE = "wan_2.1_vae.safetensors"  # Wan 2.2 A14B uses the Wan 2.1 VAE
+WAN_PROMPT = "a red fox trots through fresh snow in a birch forest at sunrise, soft light, camera tracking alongside"
+WAN_NEGATIVE = "blurry, low quality, static, distorted, watermark, text"
+
+
+def _wan_text_and_vae(p: dict, clip: str, vae: str, prompt: str, negative: str, pos: str, neg: str) -> None:
+    p[clip] = {"class_type": "CLIPLoader", "inputs": {"clip_name": WAN_TEXT_ENCODER, "type": "wan", "device": "default"}}
+    p[vae] = {"class_type": "VAELoader", "inputs": {"vae_name": WAN_VAE}}
+    p[pos] = {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": _link(clip)}}
+    p[neg] = {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": _link(clip)}}
+
+
+def _decode_and_save(p: dict, first: int, samples: str, vae: str, prefix: str, fps: float = 16.0) -> None:
+    p[str(first)] = {"class_type": "VAEDecode", "inputs": {"samples": _link(samples), "vae": _link(vae)}}
+    p[str(first + 1)] = {"class_type": "CreateVideo", "inputs": {"images": _link(str(first)), "fps": fps}}
+    p[str(first + 2)] = {"class_type": "SaveVideo", "inputs": {"video": _link(str(first + 1)), "filename_prefix": prefix,
+                                                               "format": "auto", "codec": "auto"}}
+
+
+def wan21_t2v_prompt(prompt: str = WAN_PROMPT, negative: str = WAN_NEGATIVE, seed: int = 42, steps: int = 30, cfg: float = 6.0,
+                     shift: float = 8.0, width: int = 832, height: int = 480, frames: int = 81, preset: str = "balanced") -> dict:
+    """Wan 2.1 T2V 1.3B at 480p with the all-in-one RhymeFlowKSampler."""
+    p = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN_UNET_1_3B, "weight_dtype": "default"}},
+        "4": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("1"), "shift": shift}},
+        "7": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": width, "height": height, "length": frames, "batch_size": 1}},
+        "8": {"class_type": "RhymeFlowKeyframes", "inputs": {"strategy": "semantic", "count": 2, "similarity_threshold": 0.98,
+                                                             "min_gap": 1, "manual_frames": ""}},
+        "9": {"class_type": "RhymeFlowKSampler", "inputs": {
+            "model": _link("4"), "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "uni_pc", "scheduler": "simple",
+            "positive": _link("5"), "negative": _link("6"), "latent_image": _link("7"), "denoise": 1.0,
+            "context": "kv_cache", "cache_device": "auto", "warmup_steps": 6, "min_stride": 3, "max_stride": 5,
+            "transition_1": 0.3, "transition_2": 0.7, "stride_schedule": "progressive", "preset": preset, "keyframes": _link("8")}},
+    }
+    _wan_text_and_vae(p, "2", "3", prompt, negative, "5", "6")
+    _decode_and_save(p, 10, "9", "3", "video/rhymeflow_wan21_t2v")
+    return p
+
+
+def wan22_a14b_t2v_prompt(prompt: str = WAN_PROMPT, negative: str = WAN_NEGATIVE, seed: int = 42, steps: int = 20, switch: int = 10,
+                          cfg: float = 3.5, shift: float = 8.0, width: int = 832, height: int = 480, frames: int = 81) -> dict:
+    """Wan 2.2 A14B T2V: high-noise expert for the first `switch` steps, low-noise expert for the rest, each with RhymeFlow."""
+    p = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN22_HIGH, "weight_dtype": "default"}},
+        "2": {"class_type": "UNETLoader", "inputs": {"unet_name": WAN22_LOW, "weight_dtype": "default"}},
+        "5": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("1"), "shift": shift}},
+        "6": {"class_type": "ModelSamplingSD3", "inputs": {"model": _link("2"), "shift": shift}},
+        "7": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("5"), "context": "kv_cache", "cache_device": "auto"}},
+        "8": {"class_type": "RhymeFlowTrajectoryProjection", "inputs": {"model": _link("6"), "context": "kv_cache", "cache_device": "auto"}},
+        "11": {"class_type": "CFGGuider", "inputs": {"model": _link("7"), "positive": _link("9"), "negative": _link("10"), "cfg": cfg}},
+        "12": {"class_type": "CFGGuider", "inputs": {"model": _link("8"), "positive": _link("9"), "negative": _link("10"), "cfg": cfg}},
+        "13": {"class_type": "BasicScheduler", "inputs": {"model": _link("5"), "scheduler": "simple", "steps": steps, "denoise": 1.0}},
+        "14": {"class_type": "SplitSigmas", "inputs": {"sigmas": _link("13"), "step": switch}},
+        "15": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": width, "height": height, "length": frames, "batch_size": 1}},
+        "16": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+        "17": {"class_type": "DisableNoise", "inputs": {}},
+        "18": _expert_sampler(warmup=4, min_stride=2, max_stride=3),
+        "19": _expert_sampler(warmup=1, min_stride=3, max_stride=5),
+        "20": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("16"), "guider": _link("11"), "sampler": _link("18"),
+                                                                 "sigmas": _link("14", 0), "latent_image": _link("15")}},
+        "21": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("17"), "guider": _link("12"), "sampler": _link("19"),
+                                                                 "sigmas": _link("14", 1), "latent_image": _link("20")}},
+    }
+    _wan_text_and_vae(p, "3", "4", prompt, negative, "9", "10")
+    _decode_and_save(p, 22, "21", "4", "video/rhymeflow_wan22_a14b_t2v")
     return p
 
 
@@ -115,6 +196,11 @@ def _output_types(class_type: str) -> list[str]:
     return list(nodes.NODE_CLASS_MAPPINGS[class_type].RETURN_TYPES)
 
 
+DEFAULT_SIZE = (420, 200)
+# Nodes with the schedule view (web/js/rhymeflow.js) need room for its drawing below the widgets.
+NODE_SIZES = {"RhymeFlowSampler": (440, 520), "RhymeFlowKSampler": (440, 760), "CLIPTextEncode": (420, 160)}
+
+
 def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
     """A UI-format workflow (litegraph JSON, version 0.4) laid out left to right by dependency depth."""
     depth: dict[str, int] = {}
@@ -127,7 +213,7 @@ def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
 
     ids = sorted(prompt, key=int)
     numeric = {nid: int(nid) for nid in ids}
-    rows: dict[int, int] = {}
+    column_y: dict[int, int] = {}  # next free y per column
     links, ui_nodes = [], []
     out_links: dict[tuple, list] = {}
     for nid in ids:
@@ -152,10 +238,11 @@ def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
                     widgets.append("fixed")
                 inputs.append({"name": name, "type": kind, "widget": {"name": name}, "link": None})
         col = node_depth(nid)
-        row = rows.get(col, 0)
-        rows[col] = row + 1
+        size = NODE_SIZES.get(node["class_type"], DEFAULT_SIZE)
+        y = column_y.get(col, 40)
+        column_y[col] = y + size[1] + 60
         ui_nodes.append({
-            "id": numeric[nid], "type": node["class_type"], "pos": [40 + 360 * col, 40 + 260 * row], "size": [320, 200],
+            "id": numeric[nid], "type": node["class_type"], "pos": [40 + 480 * col, y], "size": list(size),
             "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
             "widgets_values": widgets,
         })
@@ -167,8 +254,9 @@ def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
     for k, n in enumerate(order):
         n["order"] = k
     next_id = max(numeric.values()) + 1
+    notes_y = max(column_y.values())
     for k, text in enumerate(notes):
-        ui_nodes.append({"id": next_id + k, "type": "MarkdownNote", "pos": [40, 40 + 260 * (max(rows.values()) + k)], "size": [700, 240],
+        ui_nodes.append({"id": next_id + k, "type": "MarkdownNote", "pos": [40, notes_y + 300 * k], "size": [900, 260],
                          "flags": {}, "order": len(ui_nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                          "widgets_values": [text], "color": "#432", "bgcolor": "#653"})
     return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
