@@ -67,3 +67,10 @@ if [ -z "${COMFYUI_PATH:-}" ]; then
   # Tests and tools find the bundled host through this marker; COMFYUI_PATH wins when set.
   echo "$comfy" > "$host_dir/comfyui_path"
 fi
+
+# The browser test's driver (playwright-core, pinned in tests/browser/package-lock.json; it drives
+# the system's chromium and downloads no browser). Without npm the browser test is skipped.
+if command -v npm >/dev/null && [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then
+  echo "[setup] installing the browser test's npm packages"
+  (cd "$root/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+fi

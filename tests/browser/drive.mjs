@@ -1,0 +1,103 @@
+// Drives the real ComfyUI frontend in headless Chromium for tests/test_browser.py.
+// Usage: node drive.mjs <server url> <workflow.json> <screenshot.png>
+// Prints one JSON line with what it saw; exits non-zero with a message on failure.
+import { readFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const [url, workflowPath, screenshotPath] = process.argv.slice(2);
+const workflow = JSON.parse(readFileSync(workflowPath, "utf8"));
+const VIEW = (id) => `.rhymeflow-schedule[data-rhymeflow-node="${id}"]`;
+const seen = { pageErrors: [], consoleErrors: [] };
+const t0 = Date.now();
+const mark = (name) => { seen[`${name}_ms`] = Date.now() - t0; };
+
+async function api(path) {
+  const res = await fetch(new URL(path, url));
+  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  return res.json();
+}
+
+async function viewData(page, id) {
+  return page.$eval(VIEW(id), (el) => ({ ...el.dataset }));
+}
+
+// Sets a widget as the canvas does when a user edits it: new value, then the widget's callback.
+async function setWidget(page, nodeId, name, value) {
+  await page.evaluate(([nodeId, name, value]) => {
+    const node = window.app.graph.getNodeById(nodeId);
+    const widget = node.widgets.find((w) => w.name === name);
+    widget.value = value;
+    widget.callback?.(value, window.app.canvas, node);
+  }, [nodeId, name, value]);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  page.on("pageerror", (e) => seen.pageErrors.push(String(e)));
+  page.on("console", (m) => { if (m.type() === "error") seen.consoleErrors.push(m.text()); });
+  await page.goto(url, { waitUntil: "domcontentloaded" });
+  await page.waitForFunction(() => window.app?.graph && window.app?.canvas, null, { timeout: 120_000 });
+  mark("app_ready");
+
+  // 1. Load the demo workflow; the schedule view renders from the server's data.
+  await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, workflow);
+  const ids = await page.evaluate(() => {
+    const nodes = window.app.graph._nodes ?? window.app.graph.nodes;
+    const idOf = (type) => nodes.find((n) => n.comfyClass === type)?.id;
+    return { sampler: idOf("RhymeFlowSampler"), scheduler: idOf("BasicScheduler") };
+  });
+  // The demo's own numbers (not the view's fallbacks before the graph is connected): 30 steps, 13 latent frames.
+  await page.waitForSelector(`${VIEW(ids.sampler)}[data-state="ready"][data-steps="30"][data-frames="13"]`,
+    { state: "attached", timeout: 30_000 });
+  seen.loaded = await viewData(page, ids.sampler);
+  mark("view_rendered");
+
+  // 2. Fewer steps for a quick run (the view follows the scheduler node upstream) ...
+  await setWidget(page, ids.scheduler, "steps", 10);
+  await page.waitForSelector(`${VIEW(ids.sampler)}[data-steps="10"]`, { state: "attached", timeout: 10_000 });
+  seen.fewerSteps = await viewData(page, ids.sampler);
+  // ... and a new warm-up on the sampler itself: redrawn without queueing anything.
+  const before = Date.now();
+  await setWidget(page, ids.sampler, "warmup_steps", 3);
+  await page.waitForSelector(`${VIEW(ids.sampler)}[data-warmup="3"]`, { state: "attached", timeout: 10_000 });
+  seen.warmupUpdateMs = Date.now() - before;
+  seen.newWarmup = await viewData(page, ids.sampler);
+  seen.queueDuringEdits = (await api("/api/queue")).queue_running.length;
+
+  // 3. Queue the prompt and wait until it has finished, from the server's own history.
+  const historyBefore = Object.keys(await api("/api/history")).length;
+  await page.evaluate(async () => { await window.app.queuePrompt(0, 1); });
+  let entry = null;
+  for (let i = 0; i < 600 && !entry; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    const history = await api("/api/history");
+    const entries = Object.values(history);
+    if (entries.length > historyBefore) entry = entries[entries.length - 1];
+  }
+  if (!entry) throw new Error("the prompt did not finish within 5 minutes");
+  seen.status = entry.status;
+  mark("prompt_finished");
+
+  // 4. The run's report arrives on the node: the keyframes actually chosen replace the planned ones.
+  await page.waitForSelector(`${VIEW(ids.sampler)}[data-keyframes-source="chosen"]`, { state: "attached", timeout: 30_000 });
+  seen.afterRun = await viewData(page, ids.sampler);
+
+  await page.evaluate((id) => {
+    const node = window.app.graph.getNodeById(id);
+    window.app.canvas.ds.scale = 1.0;
+    window.app.canvas.centerOnNode?.(node);
+    window.app.canvas.setDirty(true, true);
+  }, ids.sampler);
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: screenshotPath });
+  seen.ids = ids;
+  mark("done");
+  console.log(JSON.stringify(seen));
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,196 @@
+"""Presets, the schedule view's data (one source of truth for the browser) and the after-run report."""
+import asyncio
+import sys
+import types
+
+import pytest
+import torch
+
+from helpers import conds, latent_and_noise, patched, sample, sigmas_for, tiny_model
+from rhymeflow_core.errors import RhymeFlowInputError
+from rhymeflow_core.keyframes import KeyframeSpec
+from rhymeflow_core.presets import PRESETS, resolve_schedule
+from rhymeflow_core.sampler import SamplerSettings
+from rhymeflow_core.sampler_object import RhymeFlowKSampler
+from rhymeflow_core.schedule import ScheduleSettings, build_schedule
+from rhymeflow_core.schedule_view import active_cost, view_from_request
+
+CUSTOM = ScheduleSettings(warmup_steps=7, min_stride=2, max_stride=4, transition_1=0.25, transition_2=0.5, progressive=False)
+
+
+# (preset, steps) -> (warm-up, strides, full passes, active passes); the README's preset table.
+EXPECTED = {
+    ("quality", 20): (6, 2, 3, 12, 8), ("quality", 30): (9, 2, 3, 17, 13), ("quality", 50): (15, 2, 3, 29, 21),
+    ("balanced", 20): (4, 3, 5, 9, 11), ("balanced", 30): (6, 3, 5, 13, 17), ("balanced", 50): (10, 3, 5, 21, 29),
+    ("fast", 20): (3, 4, 5, 7, 13), ("fast", 30): (5, 4, 5, 11, 19), ("fast", 50): (8, 4, 5, 18, 32),
+}
+
+
+@pytest.mark.parametrize("preset,steps", list(EXPECTED))
+def test_presets_scale_with_the_step_count(preset, steps):
+    s = resolve_schedule(preset, CUSTOM, steps)
+    plan = build_schedule(steps, s)
+    assert (s.warmup_steps, s.min_stride, s.max_stride, plan.full_passes, plan.active_passes) == EXPECTED[preset, steps]
+    assert (s.transition_1, s.transition_2, s.progressive) == (0.3, 0.7, True)
+
+
+def test_balanced_is_the_release_setting_and_presets_order_speed():
+    assert resolve_schedule("balanced", CUSTOM, 50) == ScheduleSettings()  # the paper's release defaults
+    speed = {name: build_schedule(30, resolve_schedule(name, CUSTOM, 30)).ideal_speedup(0.109) for name in PRESETS}
+    assert speed["quality"] < speed["balanced"] < speed["fast"]
+
+
+def test_custom_uses_the_widgets_and_unknown_presets_are_refused():
+    assert resolve_schedule("custom", CUSTOM, 30) is CUSTOM
+    with pytest.raises(RhymeFlowInputError, match="unknown preset 'turbo'"):
+        resolve_schedule("turbo", CUSTOM, 30)
+    with pytest.raises(RhymeFlowInputError, match="unknown preset"):
+        RhymeFlowKSampler(SamplerSettings(), "turbo")
+
+
+def test_preset_warmup_keeps_a_step_to_accelerate():
+    for preset in PRESETS:
+        for steps in (2, 3, 4):
+            assert 1 <= resolve_schedule(preset, CUSTOM, steps).warmup_steps <= steps - 1
+
+
+def test_sampler_resolves_the_preset_for_the_run_it_gets():
+    model = patched(tiny_model())
+    latent, noise = latent_and_noise(5, 8)
+    reports = []
+    settings = SamplerSettings(CUSTOM, KeyframeSpec("uniform", 2), "euler")
+    sample(model, RhymeFlowKSampler(settings, "fast", reports.append), sigmas_for(model, 20), latent, noise)
+    (report,) = reports
+    assert (report["full_passes"], report["active_passes"]) == (7, 13)  # fast at 20 steps, not the custom widgets
+    assert report["schedule"] == resolve_schedule("fast", CUSTOM, 20)
+    assert report["keyframes"] == [0, 4] and report["frames"] == 5 and report["steps"] == 20
+    assert report["estimated_dense_seconds"] > 0 and report["step_seconds"] > 0
+    assert report["seconds_saved"] == pytest.approx(report["estimated_dense_seconds"] - report["step_seconds"])
+
+
+def test_the_sampler_object_still_samples_without_a_report_callback():
+    model = patched(tiny_model())
+    latent, noise = latent_and_noise(5, 8)
+    settings = SamplerSettings(CUSTOM, KeyframeSpec("uniform", 2), "euler")
+    sigmas = sigmas_for(model, 12)
+    with_report = sample(model, RhymeFlowKSampler(settings, "balanced", lambda r: None), sigmas, latent, noise)
+    plain = sample(model, RhymeFlowKSampler(settings, "balanced"), sigmas, latent, noise)
+    assert torch.equal(with_report, plain)
+
+
+# ---- the schedule view's data ----------------------------------------------------------------
+def test_view_matches_the_core_schedule():
+    view = view_from_request({"steps": 30, "frames": 21, "preset": "custom", "warmup_steps": 6, "min_stride": 3, "max_stride": 5})
+    plan = build_schedule(30, ScheduleSettings(6, 3, 5))
+    assert view["roles"] == plan.roles() and len(view["roles"]) == 30
+    assert (view["full_passes"], view["active_passes"]) == (13, 17)
+    assert view["groups"][0] == [6, 9] and view["detect_step"] == 5
+    assert view["keyframes"] == [0, 20] and view["keyframes_pending"] == 0 and view["keyframes_source"] == "planned"
+    assert view["active_cost"] == 0.109 and view["ideal_speedup"] == pytest.approx(plan.ideal_speedup(0.109))
+    assert not view["warnings"]
+
+
+def test_view_follows_preset_and_keyframes_node():
+    view = view_from_request({"steps": 20, "frames": 13, "preset": "fast", "warmup_steps": 99,
+                              "keyframes": {"strategy": "uniform", "count": 4, "similarity_threshold": 0.98, "min_gap": 1,
+                                            "manual_frames": ""}})
+    assert view["warmup_steps"] == 3 and view["roles"][:4] == ["warmup"] * 3 + ["rhythmic"]
+    assert view["keyframes"] == [0, 4, 8, 12] and view["active_cost"] == 0.198
+    manual = view_from_request({"steps": 20, "frames": 13, "keyframes": {"strategy": "manual", "count": 2, "manual_frames": "0,5,-1"}})
+    assert manual["keyframes"] == [0, 5, 12]
+    semantic = view_from_request({"steps": 20, "frames": 13, "keyframes": {"strategy": "semantic", "count": 3}})
+    assert semantic["keyframes"] == [0, 12] and semantic["keyframes_pending"] == 1  # picked by content at run time
+    chosen = view_from_request({"steps": 20, "frames": 13, "chosen_keyframes": [0, 3, 12]})
+    assert chosen["keyframes"] == [0, 3, 12] and chosen["keyframes_source"] == "chosen"
+
+
+def test_view_warns_like_the_sampler_would_refuse():
+    view = view_from_request({"steps": 8, "frames": 13, "warmup_steps": 10})
+    assert any("leaves nothing to accelerate" in w for w in view["warnings"])
+    view = view_from_request({"steps": 20, "frames": 3, "keyframes": {"strategy": "uniform", "count": 5}})
+    assert any("only 3 latent frames" in w for w in view["warnings"])
+
+
+@pytest.mark.parametrize("bad", [{"steps": "x"}, {"preset": "turbo"}, {"stride_schedule": "wild"}, {"chosen_keyframes": "0,1"},
+                                 {"keyframes": {"strategy": "manual", "manual_frames": "a"}}, [1, 2]])
+def test_view_refuses_bad_requests_with_our_error(bad):
+    with pytest.raises(RhymeFlowInputError):
+        view_from_request(bad)
+
+
+def test_active_cost_table():
+    assert [active_cost(m, 21) for m in (1, 2, 3, 4, 6)] == [0.109, 0.109, 0.154, 0.198, 0.301]
+    assert active_cost(5, 21) == pytest.approx((0.198 + 0.301) / 2)
+    assert 0.301 < active_cost(8, 21) < 1.0 and active_cost(21, 21) == 1.0
+
+
+# ---- the route and the report event on a stand-in server --------------------------------------
+class FakeServer:
+    def __init__(self):
+        from aiohttp import web
+        self.routes = web.RouteTableDef()
+        self.client_id = "client-1"
+        self.sent = []
+
+    def send_sync(self, event, data, sid=None):
+        self.sent.append((event, data, sid))
+
+
+@pytest.fixture
+def fake_server(monkeypatch):
+    server = FakeServer()
+    module = types.ModuleType("server")
+    module.PromptServer = types.SimpleNamespace(instance=server)
+    monkeypatch.setitem(sys.modules, "server", module)
+    return server
+
+
+def _pack_routes():
+    from tools import headless
+    headless.load_nodes()
+    return next(m for name, m in sys.modules.items() if name.endswith(".nodes.routes") and hasattr(m, "register_routes"))
+
+
+def test_route_is_registered_once_and_answers(fake_server):
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+    routes = _pack_routes()
+    assert routes.register_routes() and routes.register_routes()
+    assert [r.path for r in fake_server.routes] == ["/rhymeflow/schedule"]
+
+    async def ask():
+        app = web.Application()
+        app.add_routes(fake_server.routes)
+        async with TestClient(TestServer(app)) as client:
+            ok = await client.post("/rhymeflow/schedule", json={"steps": 30, "frames": 21, "preset": "balanced"})
+            bad = await client.post("/rhymeflow/schedule", json={"preset": "turbo"})
+            junk = await client.post("/rhymeflow/schedule", data="not json")
+            return ok.status, await ok.json(), bad.status, await bad.json(), junk.status
+    status, view, bad_status, bad, junk_status = asyncio.run(ask())
+    assert status == 200 and (view["full_passes"], view["active_passes"]) == (13, 17)
+    assert bad_status == 400 and "unknown preset" in bad["error"] and junk_status == 400
+
+
+def test_without_a_server_there_is_no_route_and_no_report(monkeypatch):
+    monkeypatch.delitem(sys.modules, "server", raising=False)
+    routes = _pack_routes()
+    assert routes.register_routes() is False
+    assert routes.report_sender("15", "custom", KeyframeSpec()) is None
+
+
+def test_report_event_reaches_the_client_that_queued(fake_server):
+    routes = _pack_routes()
+    model = patched(tiny_model())
+    latent, noise = latent_and_noise(5, 8)
+    settings = SamplerSettings(CUSTOM, KeyframeSpec("uniform", 3), "euler")
+    sender = routes.report_sender("15", "balanced", settings.keyframes)
+    cond, uncond = conds()
+    sample(model, RhymeFlowKSampler(settings, "balanced", sender), sigmas_for(model, 20), latent, noise, cond=cond, uncond=uncond)
+    ((event, data, sid),) = fake_server.sent
+    assert (event, sid, data["node"], data["preset"]) == ("rhymeflow.report", "client-1", "15", "balanced")
+    report, view = data["report"], data["view"]
+    assert report["keyframes"] == [0, 2, 4] and (report["full_passes"], report["active_passes"]) == (9, 11)
+    assert view["keyframes"] == [0, 2, 4] and view["keyframes_source"] == "chosen" and view["warmup_steps"] == 4
+    assert (view["full_passes"], view["active_passes"]) == (9, 11) and view["preset"] == "balanced"
+    import json
+    json.dumps(data)  # the websocket sends JSON
