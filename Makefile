@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export VENV
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint workflows clean
+.PHONY: setup demo test lint workflows bench clean
 
 setup:
 	@bash tools/setup_host.sh
@@ -21,6 +21,9 @@ test: setup lint
 
 workflows: setup
 	@$(PY) -m tools.make_workflows
+
+bench: setup   # e.g. make bench ARGS="--suite gpu --quick --out docs/bench_gpu.md"
+	@$(PY) -m tools.bench $(ARGS)
 
 clean:
 	rm -rf .venv .host
