@@ -1,8 +1,8 @@
 """The all-in-one RhymeFlow KSampler, assembled from the same pieces as the node chain.
 
 model -> apply_trajectory_projection -> RhymeFlowKSampler sampler object -> ComfyUI's own
-comfy.sample.sample_custom (CFGGuider inside), with the scheduler's sigmas cut for `denoise`
-exactly as KSampler and BasicScheduler do. Only the noise/latent preparation of the host's
+comfy.sample.sample_custom (CFGGuider inside), with the sigmas KSampler itself computes for the
+scheduler, solver and `denoise`. Only the noise/latent preparation of the host's
 common_ksampler is repeated here, because sample_custom expects it done.
 """
 from __future__ import annotations
@@ -15,15 +15,12 @@ from .sampler import SamplerSettings
 from .sampler_object import RhymeFlowKSampler
 
 
-def scheduler_sigmas(model, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
-    """BasicScheduler's sigmas: with denoise < 1, the last `steps` steps of a longer schedule."""
+def scheduler_sigmas(model, solver: str, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
+    """KSampler's own sigmas for this solver: with denoise < 1 the last `steps` steps of a longer
+    schedule, and for uni_pc / uni_pc_bh2 the penultimate sigma dropped, as KSampler does."""
     import comfy.samplers
 
-    if denoise <= 0.0:
-        return torch.FloatTensor([])
-    total = steps if denoise >= 1.0 else int(steps / denoise)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()
-    return sigmas[-(steps + 1):]
+    return comfy.samplers.KSampler(model, steps, "cpu", sampler=solver, scheduler=scheduler, denoise=denoise).sigmas
 
 
 def sample_latent(model, seed: int, steps: int, cfg: float, scheduler: str, positive, negative, latent: dict,
@@ -36,7 +33,7 @@ def sample_latent(model, seed: int, steps: int, cfg: float, scheduler: str, posi
 
     patched = apply_trajectory_projection(model, context, cache_device)
     sampler = RhymeFlowKSampler(settings, preset, on_report)
-    sigmas = scheduler_sigmas(patched, scheduler, steps, denoise)
+    sigmas = scheduler_sigmas(patched, settings.solver, scheduler, steps, denoise)
     out = {k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")}
     if len(sigmas) < 2:  # denoise 0: nothing to sample, like KSampler
         return out

@@ -109,6 +109,7 @@ def test_schedule_view_in_the_browser(comfy_server):
     assert (loaded["steps"], loaded["frames"], loaded["warmup"], loaded["full"], loaded["active"]) == ("30", "13", "6", "13", "17")
     assert loaded["roles"].split(",")[:7] == ["warmup"] * 6 + ["rhythmic"]
     assert loaded["keyframes"] == "0,12" and loaded["keyframesSource"] == "planned"
+    assert loaded["inDocument"] and seen["inPage"] == 1 and loaded["canvasWidth"] > 0  # drawn on the page
 
     fewer, new = seen["fewerSteps"], seen["newWarmup"]
     assert len(fewer["roles"].split(",")) == 10

@@ -62,13 +62,16 @@ def test_input_model_is_not_changed_and_bad_input_is_refused():
         _ours(model, SamplerSettings(ScheduleSettings(10, 2, 3)), steps=8)
 
 
-def test_denoise_cuts_sigmas_like_basic_scheduler():
+def test_denoise_cuts_sigmas_like_ksampler():
     from comfy_extras.nodes_custom_sampler import BasicScheduler
     model = tiny_model()
     for steps, denoise in [(12, 1.0), (12, 0.5), (10, 0.33)]:
         expected = BasicScheduler.execute(model, "simple", steps, denoise).result[0]
-        assert torch.equal(scheduler_sigmas(model, "simple", steps, denoise), expected)
-    assert len(scheduler_sigmas(model, "simple", 12, 0.0)) == 0
+        assert torch.equal(scheduler_sigmas(model, "euler", "simple", steps, denoise), expected)
+        # KSampler drops the penultimate sigma of a one-step-longer schedule for UniPC.
+        unipc = scheduler_sigmas(model, "uni_pc", "simple", steps, denoise)
+        assert len(unipc) == steps + 1 and unipc[-1] == 0 and not torch.equal(unipc, expected)
+    assert len(scheduler_sigmas(model, "euler", "simple", 12, 0.0)) == 0
     latent = _latent()
     assert _ours(model, SamplerSettings(), denoise=0.0, latent=latent) is latent["samples"]
 

@@ -17,8 +17,25 @@ async function api(path) {
   return res.json();
 }
 
+// The view's data attributes, read through the node (whether or not its DOM element is on screen).
 async function viewData(page, id) {
-  return page.$eval(VIEW(id), (el) => ({ ...el.dataset }));
+  return page.evaluate((id) => {
+    const el = window.app.graph.getNodeById(id)?.rhymeflowView?.element;
+    if (!el) return null;
+    const canvas = el.querySelector("canvas");
+    return { ...el.dataset, inDocument: el.isConnected, canvasWidth: canvas?.width ?? 0 };
+  }, id);
+}
+
+async function waitView(page, id, wanted, timeout = 30_000) {
+  const deadline = Date.now() + timeout;
+  let data = null;
+  while (Date.now() < deadline) {
+    data = await viewData(page, id);
+    if (data && Object.entries(wanted).every(([k, v]) => data[k] === v)) return data;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`schedule view of node ${id} never showed ${JSON.stringify(wanted)}; last: ${JSON.stringify(data)}`);
 }
 
 // Sets a widget as the canvas does when a user edits it: new value, then the widget's callback.
@@ -51,22 +68,25 @@ try {
     const idOf = (type) => nodes.find((n) => n.comfyClass === type)?.id;
     return { sampler: idOf("RhymeFlowSampler"), scheduler: idOf("BasicScheduler") };
   });
+  await page.evaluate((id) => {
+    const node = window.app.graph.getNodeById(id);
+    window.app.canvas.ds.scale = 1.0;
+    window.app.canvas.centerOnNode?.(node);
+    window.app.canvas.setDirty(true, true);
+  }, ids.sampler);
   // The demo's own numbers (not the view's fallbacks before the graph is connected): 30 steps, 13 latent frames.
-  await page.waitForSelector(`${VIEW(ids.sampler)}[data-state="ready"][data-steps="30"][data-frames="13"]`,
-    { state: "attached", timeout: 30_000 });
-  seen.loaded = await viewData(page, ids.sampler);
+  seen.loaded = await waitView(page, ids.sampler, { state: "ready", steps: "30", frames: "13" });
+  seen.inPage = await page.locator(VIEW(ids.sampler)).count();
   mark("view_rendered");
 
   // 2. Fewer steps for a quick run (the view follows the scheduler node upstream) ...
   await setWidget(page, ids.scheduler, "steps", 10);
-  await page.waitForSelector(`${VIEW(ids.sampler)}[data-steps="10"]`, { state: "attached", timeout: 10_000 });
-  seen.fewerSteps = await viewData(page, ids.sampler);
+  seen.fewerSteps = await waitView(page, ids.sampler, { steps: "10" }, 10_000);
   // ... and a new warm-up on the sampler itself: redrawn without queueing anything.
   const before = Date.now();
   await setWidget(page, ids.sampler, "warmup_steps", 3);
-  await page.waitForSelector(`${VIEW(ids.sampler)}[data-warmup="3"]`, { state: "attached", timeout: 10_000 });
+  seen.newWarmup = await waitView(page, ids.sampler, { warmup: "3" }, 10_000);
   seen.warmupUpdateMs = Date.now() - before;
-  seen.newWarmup = await viewData(page, ids.sampler);
   seen.queueDuringEdits = (await api("/api/queue")).queue_running.length;
 
   // 3. Queue the prompt and wait until it has finished, from the server's own history.
@@ -84,15 +104,7 @@ try {
   mark("prompt_finished");
 
   // 4. The run's report arrives on the node: the keyframes actually chosen replace the planned ones.
-  await page.waitForSelector(`${VIEW(ids.sampler)}[data-keyframes-source="chosen"]`, { state: "attached", timeout: 30_000 });
-  seen.afterRun = await viewData(page, ids.sampler);
-
-  await page.evaluate((id) => {
-    const node = window.app.graph.getNodeById(id);
-    window.app.canvas.ds.scale = 1.0;
-    window.app.canvas.centerOnNode?.(node);
-    window.app.canvas.setDirty(true, true);
-  }, ids.sampler);
+  seen.afterRun = await waitView(page, ids.sampler, { keyframesSource: "chosen" });
   await page.waitForTimeout(500);
   await page.screenshot({ path: screenshotPath });
   seen.ids = ids;
