@@ -109,19 +109,19 @@ def test_schedule_view_in_the_browser(comfy_server):
     assert (loaded["steps"], loaded["frames"], loaded["warmup"], loaded["full"], loaded["active"]) == ("30", "13", "6", "13", "17")
     assert loaded["roles"].split(",")[:7] == ["warmup"] * 6 + ["rhythmic"]
     assert loaded["keyframes"] == "0,12" and loaded["keyframesSource"] == "planned"
-    assert loaded["inDocument"] and seen["inPage"] == 1 and loaded["canvasWidth"] > 0  # drawn on the page
+    assert loaded["inDocument"] and loaded["canvasWidth"] > 0  # drawn on the page
 
     fewer, new = seen["fewerSteps"], seen["newWarmup"]
     assert len(fewer["roles"].split(",")) == 10
     assert new["warmup"] == "3" and new["roles"].split(",")[:4] == ["warmup"] * 3 + ["rhythmic"]
-    assert (new["full"], new["active"]) == ("6", "4")  # 10 steps, warm-up 3, strides 3-5: groups 3,6,9
+    assert (new["full"], new["active"]) == ("5", "5")  # 10 steps, warm-up 3, strides 3-5: groups [3, 6) and [6, 10)
     assert seen["warmupUpdateMs"] < 3000 and seen["queueDuringEdits"] == 0  # redrawn without queueing
 
     assert seen["status"]["status_str"] == "success" and seen["status"]["completed"]
     after = seen["afterRun"]
     report = json.loads(after["report"])
     assert after["keyframesSource"] == "chosen" and report["keyframes"] == [0, 12]
-    assert (report["full_passes"], report["active_passes"], report["steps"]) == (6, 4, 10)
+    assert (report["full_passes"], report["active_passes"], report["steps"]) == (5, 5, 10)
     assert report["sampler_seconds"] > 0 and "seconds_saved" in report
     assert not [e for e in seen["pageErrors"] + seen["consoleErrors"] if "rhymeflow" in e.lower()]
     assert screenshot.stat().st_size > 10_000

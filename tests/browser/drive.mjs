@@ -6,7 +6,6 @@ import { chromium } from "playwright-core";
 
 const [url, workflowPath, screenshotPath] = process.argv.slice(2);
 const workflow = JSON.parse(readFileSync(workflowPath, "utf8"));
-const VIEW = (id) => `.rhymeflow-schedule[data-rhymeflow-node="${id}"]`;
 const seen = { pageErrors: [], consoleErrors: [] };
 const t0 = Date.now();
 const mark = (name) => { seen[`${name}_ms`] = Date.now() - t0; };
@@ -76,7 +75,6 @@ try {
   }, ids.sampler);
   // The demo's own numbers (not the view's fallbacks before the graph is connected): 30 steps, 13 latent frames.
   seen.loaded = await waitView(page, ids.sampler, { state: "ready", steps: "30", frames: "13" });
-  seen.inPage = await page.locator(VIEW(ids.sampler)).count();
   mark("view_rendered");
 
   // 2. Fewer steps for a quick run (the view follows the scheduler node upstream) ...
@@ -110,6 +108,10 @@ try {
   seen.ids = ids;
   mark("done");
   console.log(JSON.stringify(seen));
+} catch (e) {
+  // What the page said is usually the reason: keep it with the failure.
+  console.error(JSON.stringify({ pageErrors: seen.pageErrors, consoleErrors: seen.consoleErrors.slice(-20) }, null, 1));
+  throw e;
 } finally {
   await browser.close();
 }

@@ -3,8 +3,9 @@
 //  * draws the schedule (latent frames x steps) on RhymeFlowSampler / RhymeFlowKSampler.
 // The schedule itself always comes from Python (POST /rhymeflow/schedule, and the "rhymeflow.report"
 // event after a run): this file only finds the widget values and draws what the server returns.
-import { app } from "../../scripts/app.js";
-import { api } from "../../scripts/api.js";
+// This file is served as /extensions/<pack>/js/rhymeflow.js: three levels up is the frontend's root.
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
 
 const RHYMEFLOW_COLOR = "#2a4858";
 const RHYMEFLOW_BGCOLOR = "#3d6a80";
