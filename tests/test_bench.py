@@ -1,4 +1,6 @@
 """Smoke test of the sampler benchmark (tools/bench.py) at a tiny size on the CPU: no timing assertions."""
+import re
+
 from tools import bench
 
 ROWS = ("dense", "release", "release+override")
@@ -25,7 +27,8 @@ def test_bench_table_has_every_row_and_consistent_pass_counts(tmp_path):
         # The short run made exactly the calls its own schedule plans, per cond batch.
         short = bench.planned_calls(r.row, r.steps_run, True, frames=5)
         assert r.calls == {k: n * r.calls_per_step for k, n in short.items() if n}
-        assert r.ratio > 0 and r.ideal > 1 and r.cache_gb > 0 and r.cache_device == "cpu"
+        assert r.ratio > 0 and r.ideal > 0 and r.cache_gb > 0 and r.cache_device == "cpu"
         assert r.estimate > 0 and r.speedup > 0
-    assert "as active self-attention" in " ".join(by["release+override"].notes)
-    assert "0x as active" not in " ".join(by["release+override"].notes)
+    # The override was called in the active pass's self-attention (keyframe queries, all keys).
+    active_calls = re.search(r", (\d+)x as active self-attention", " ".join(by["release+override"].notes))
+    assert active_calls and int(active_calls.group(1)) > 0
