@@ -18,6 +18,9 @@ from .run_state import CONTEXT_MODES, FULL, KEY, ProjectionConfig, RhymeFlowRun
 from .sampler_object import early_check
 
 WRAPPER_KEY = "rhymeflow"
+# Core wrappers that may return a cached output instead of calling the model. Wrapped outside ours
+# they could skip a recording pass (stale or missing context cache), so ours goes outside them.
+STEP_CACHES = ("easycache", "lazycache")
 
 
 def apply_trajectory_projection(model, context: str = "kv_cache", cache_device: str = "auto"):
@@ -43,6 +46,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     early_check(args, kwargs)
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
+    _wrap_outside_step_caches(guider.model_options)
     run = RhymeFlowRun(config, adapter_for(guider.model_patcher))
     guider.model_options["transformer_options"][KEY] = run
     try:
@@ -53,6 +57,24 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         config.reports.append(run.report)
         del config.reports[:-8]  # a short history is enough for tools and tests
         guider.model_options = original_options
+
+
+def _wrap_outside_step_caches(model_options: dict) -> None:
+    """Put our DIFFUSION_MODEL wrapper outside EasyCache / LazyCache, in this run's options clone only.
+
+    Wrappers run in insertion order, the first outermost. If EasyCache was applied before RhymeFlow
+    Trajectory Projection it would sit outside and see (and maybe skip) our recording passes; moved
+    inside, it sees the full passes only, exactly as when it is applied after the projection.
+    """
+    wrappers = model_options.get("transformer_options", {}).get("wrappers", {}).get(compat.WrappersMP.DIFFUSION_MODEL)
+    if not wrappers or WRAPPER_KEY not in wrappers:
+        return
+    outer = list(wrappers)[: list(wrappers).index(WRAPPER_KEY)]
+    if any(key in STEP_CACHES for key in outer):
+        ours = wrappers.pop(WRAPPER_KEY)
+        rest = dict(wrappers)
+        wrappers.clear()
+        wrappers.update({WRAPPER_KEY: ours, **rest})
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):

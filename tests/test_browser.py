@@ -123,5 +123,7 @@ def test_schedule_view_in_the_browser(comfy_server):
     assert after["keyframesSource"] == "chosen" and report["keyframes"] == [0, 12]
     assert (report["full_passes"], report["active_passes"], report["steps"]) == (5, 5, 10)
     assert report["sampler_seconds"] > 0 and "seconds_saved" in report
-    assert not [e for e in seen["pageErrors"] + seen["consoleErrors"] if "rhymeflow" in e.lower()]
+    # The frontend looks our node ids up on api.comfy.org (blocked offline by its own CSP): not ours.
+    ours = [e for e in seen["pageErrors"] + seen["consoleErrors"] if "rhymeflow" in e.lower() and "api.comfy.org" not in e]
+    assert not ours
     assert screenshot.stat().st_size > 10_000

@@ -13,7 +13,7 @@ def test_harness_runs_end_to_end_on_a_subset(tmp_path):
     release = rows["RhymeFlow release, kv_cache"]
     # The cost counts the passes the model really ran: the schedule's, at the measured active/full ratio.
     ratio = data["meta"]["active_cost"]["2"]
-    schedule = build_schedule(ScheduleSettings(10, 3, 5), 14)
+    schedule = build_schedule(14, ScheduleSettings(10, 3, 5))
     assert 0 < ratio < 1 and schedule.active_passes > 0
     assert abs(release["cost"] - (schedule.full_passes + schedule.active_passes * ratio)) < 1e-6
     dense_matched = next(r for name, r in rows.items() if name.startswith("dense,"))

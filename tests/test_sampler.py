@@ -287,3 +287,29 @@ def test_low_precision_weights_through_comfy_ops_casting(dtype):
     dense = sample(model, comfy.samplers.sampler_object("euler"), sigmas, latent, noise)
     assert rel_err(sample(patched(model), rhymeflow("euler", count=FRAMES), sigmas, latent, noise), dense) <= 1e-5
     assert torch.isfinite(sample(patched(model), rhymeflow("euler", count=2), sigmas, latent, noise)).all()
+
+
+@pytest.mark.parametrize("easycache_first", [True, False])
+def test_easycache_in_either_order_never_skips_a_recording_pass(easycache_first):
+    # EasyCache applied before the projection would wrap outside ours and could skip a recording
+    # pass; per run we move ours outside it. Either way the schedule's passes all run.
+    from comfy_extras.nodes_easycache import EasyCacheNode
+
+    def easy(m):
+        return EasyCacheNode.execute(m, 0.5, 0.0, 1.0, False).result[0]
+
+    model = tiny_model()
+    p = patched(easy(model)) if easycache_first else easy(patched(model))
+    order = list(p.model_options["transformer_options"]["wrappers"][comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL])
+    assert order.index("easycache") < order.index("rhymeflow") if easycache_first else order.index("easycache") > order.index("rhymeflow")
+    sigmas = sigmas_for(model, 16)
+    latent, noise = latent_and_noise(FRAMES, SIZE)
+    with PassProbe(model) as probe:
+        out = sample(p, rhymeflow("euler", 4, 3, 5, count=2), sigmas, latent, noise)
+    schedule = build_schedule(16, ScheduleSettings(4, 3, 5))
+    report = last_report(p)
+    assert report["model_calls"]["record"] == schedule.full_passes - 4 and report["model_calls"]["active"] == schedule.active_passes
+    assert probe.kinds(FULL_ROWS).count("active") == schedule.active_passes
+    assert torch.isfinite(out).all()
+    assert list(p.model_options["transformer_options"]["wrappers"][comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL]) == order, \
+        "the user's MODEL keeps its wrapper order"

@@ -275,7 +275,7 @@ def main(argv=None) -> None:
     h = Harness(args.steps)
     ratios = measure_active_cost(h.model, h.latent_shape)
     from rhymeflow_core.schedule import ScheduleSettings, build_schedule
-    release = build_schedule(ScheduleSettings(RELEASE["warmup"], RELEASE["min_stride"], RELEASE["max_stride"]), args.steps)
+    release = build_schedule(args.steps, ScheduleSettings(RELEASE["warmup"], RELEASE["min_stride"], RELEASE["max_stride"]))
     release_cost = release.full_passes + release.active_passes * ratios[2]
     rows = methods(args.steps, release_cost)
     if args.methods:

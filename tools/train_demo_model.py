@@ -47,6 +47,19 @@ def sample_sigmas(rng, batch: int, shift: float = 3.0):
     return torch.tensor(np.clip(sigma, 1e-3, 1.0), dtype=torch.float32)
 
 
+def learning_rate(segments: list[tuple[int, float, float]], step: int) -> tuple[float, float]:
+    """(learning rate, noise shift) at a step: cosine from each segment's peak down to 10% of it,
+    linear warm-up over the first 5% of the first segment."""
+    warmup = max(1, segments[0][0] // 20)
+    begin = 0
+    for length, peak, shift in segments:
+        if step < begin + length or (length, peak, shift) == segments[-1]:
+            frac = min(1.0, (step - begin) / length)
+            return peak * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))), shift
+        begin += length
+    raise AssertionError("unreachable")
+
+
 def init_weights(model) -> None:
     """WanModel is built with ComfyUI's no-init ops; initialise like the Wan reference (zero output head)."""
     import torch
@@ -70,9 +83,10 @@ def init_weights(model) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--schedule", default="3600:6e-4:3,2000:3e-4:1",
+                    help="segments steps:peak_lr:noise_shift; the learning rate falls from each peak to 10%% of it "
+                         "(cosine, warm restarts); the noise-level shift moves training from coarse (3) to all levels (1)")
     ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--seed", type=int, default=2606)
     ap.add_argument("--frames", type=int, default=13)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -95,7 +109,9 @@ def main(argv=None) -> None:
     model = build_wan(**DEMO_CONFIG)
     init_weights(model)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    segments = [(int(a), float(b), float(c)) for a, b, c in (part.split(":") for part in args.schedule.split(","))]
+    total = sum(seg[0] for seg in segments)
+    opt = torch.optim.AdamW(model.parameters(), lr=segments[0][1], betas=(0.9, 0.99), weight_decay=0.01)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path, start = work / "checkpoint.pt", 0
@@ -108,16 +124,15 @@ def main(argv=None) -> None:
     if args.export:
         return export(ema, Path(args.out) if args.out else WEIGHTS, args.seed, start)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"demo WanModel {DEMO_CONFIG}: {n_params / 1e6:.2f} M parameters; {args.steps} steps of batch {args.batch}", flush=True)
+    print(f"demo WanModel {DEMO_CONFIG}: {n_params / 1e6:.2f} M parameters; {total} steps of batch {args.batch}", flush=True)
 
-    warmup = max(1, args.steps // 20)
     t0, losses = time.perf_counter(), []
-    for step in range(start, args.steps):
-        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+    for step in range(start, total):
+        lr, shift = learning_rate(segments, step)
         for g in opt.param_groups:
             g["lr"] = lr
         x0, context, rng = make_batch(args.seed, step, args.batch, args.frames)
-        sigma = sample_sigmas(rng, args.batch)
+        sigma = sample_sigmas(rng, args.batch, shift)
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype("float32"))
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
@@ -134,16 +149,16 @@ def main(argv=None) -> None:
                 ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
         losses.append(loss.item())
         done = step + 1
-        if done % args.log == 0 or done == args.steps:
+        if done % args.log == 0 or done == total:
             rate = (done - start) / (time.perf_counter() - t0)
-            eta = (args.steps - done) / max(rate, 1e-9)
-            print(f"step {done:5d}/{args.steps}  loss {sum(losses) / len(losses):.4f}  lr {lr:.2e}  "
+            eta = (total - done) / max(rate, 1e-9)
+            print(f"step {done:5d}/{total}  loss {sum(losses) / len(losses):.4f}  lr {lr:.2e}  "
                   f"{rate:.2f} steps/s  eta {eta / 60:.1f} min", flush=True)
             losses = []
-        if done % args.save_every == 0 or done == args.steps:
+        if done % args.save_every == 0 or done == total:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema, "step": done}, ckpt_path)
-    export(ema, Path(args.out) if args.out else WEIGHTS, args.seed, args.steps)
-    print(f"trained {args.steps - start} steps in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    export(ema, Path(args.out) if args.out else WEIGHTS, args.seed, total)
+    print(f"trained {total - start} steps in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
 
 
 def export(ema: dict, out: Path, seed: int, steps: int) -> None:
