@@ -83,7 +83,7 @@ def init_weights(model) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--schedule", default="3600:6e-4:3,2000:3e-4:1",
+    ap.add_argument("--schedule", default="3600:6e-4:3,1000:3e-4:1",
                     help="segments steps:peak_lr:noise_shift; the learning rate falls from each peak to 10%% of it "
                          "(cosine, warm restarts); the noise-level shift moves training from coarse (3) to all levels (1)")
     ap.add_argument("--batch", type=int, default=12)
