@@ -100,6 +100,15 @@ class PassCounter:
         self.handle.remove()
 
 
+def pass_cost(counter: PassCounter, report: dict | None, ratios: dict[int, float], keyframes: int) -> float:
+    """Full-pass equivalents: RhymeFlow's own per-call counts (its recording and active passes run
+    the blocks outside their module hooks), else the passes the block hook saw (dense, EasyCache)."""
+    if report is None:
+        return counter.cost(ratios, keyframes)
+    calls = report["model_calls"]
+    return calls.get("full", 0) + calls.get("record", 0) + calls.get("active", 0) * ratios[keyframes]
+
+
 def measure_active_cost(model, latent_shape, counts=(2, 4), repeat=5) -> dict[int, float]:
     """Active/full pass time ratio (kv_cache, batch 2) of this model on this machine."""
     import torch
@@ -339,9 +348,9 @@ def main(argv=None) -> None:
         dense_seconds.append(time.perf_counter() - t)
         for m in rows:
             t = time.perf_counter()
-            video, counter, _ = h.run(m, prompt, seed)
+            video, counter, report = h.run(m, prompt, seed)
             seconds = time.perf_counter() - t
-            m.results.append({**compare(video, reference), "cost": counter.cost(ratios, m.count), "seconds": seconds})
+            m.results.append({**compare(video, reference), "cost": pass_cost(counter, report, ratios, m.count), "seconds": seconds})
         print(f"[{k + 1}/{len(pairs)}] {prompt!r} seed {seed}  ({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
     meta = {"command": "python -m tools.fidelity " + " ".join(argv if argv is not None else sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d"), "commit": _commit(), "shift": 3.0,
