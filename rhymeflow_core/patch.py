@@ -46,7 +46,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     early_check(args, kwargs)
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
-    _wrap_outside_step_caches(guider.model_options)
+    _wrap_outside_step_caches(guider.model_options, guider.model_patcher)
     run = RhymeFlowRun(config, adapter_for(guider.model_patcher))
     guider.model_options["transformer_options"][KEY] = run
     try:
@@ -59,22 +59,22 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         guider.model_options = original_options
 
 
-def _wrap_outside_step_caches(model_options: dict) -> None:
-    """Put our DIFFUSION_MODEL wrapper outside EasyCache / LazyCache, in this run's options clone only.
+def _wrap_outside_step_caches(model_options: dict, model_patcher) -> None:
+    """Put our DIFFUSION_MODEL wrapper outside EasyCache / LazyCache, in this run's options only.
 
-    Wrappers run in insertion order, the first outermost. If EasyCache was applied before RhymeFlow
-    Trajectory Projection it would sit outside and see (and maybe skip) our recording passes; moved
-    inside, it sees the full passes only, exactly as when it is applied after the projection.
+    Wrappers run in the order they were added, the first outermost. If EasyCache was applied before
+    RhymeFlow Trajectory Projection it would sit outside and see (and maybe skip) our recording
+    passes. ComfyUI merges the patcher's wrappers into these options when sampling starts, after
+    keys already present, so listing our key first here makes ours the outer one; EasyCache then
+    sees the full passes only, exactly as when it is applied after the projection.
     """
-    wrappers = model_options.get("transformer_options", {}).get("wrappers", {}).get(compat.WrappersMP.DIFFUSION_MODEL)
-    if not wrappers or WRAPPER_KEY not in wrappers:
+    keys = list(getattr(model_patcher, "wrappers", {}).get(compat.WrappersMP.DIFFUSION_MODEL, {}))
+    if WRAPPER_KEY not in keys or not any(key in STEP_CACHES for key in keys[: keys.index(WRAPPER_KEY)]):
         return
-    outer = list(wrappers)[: list(wrappers).index(WRAPPER_KEY)]
-    if any(key in STEP_CACHES for key in outer):
-        ours = wrappers.pop(WRAPPER_KEY)
-        rest = dict(wrappers)
-        wrappers.clear()
-        wrappers.update({WRAPPER_KEY: ours, **rest})
+    wrappers = model_options["transformer_options"].setdefault("wrappers", {})
+    present = wrappers.get(compat.WrappersMP.DIFFUSION_MODEL, {})
+    wrappers[compat.WrappersMP.DIFFUSION_MODEL] = {WRAPPER_KEY: present.get(WRAPPER_KEY, []),
+                                                   **{k: v for k, v in present.items() if k != WRAPPER_KEY}}
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):

@@ -300,7 +300,7 @@ def test_easycache_in_either_order_never_skips_a_recording_pass(easycache_first)
 
     model = tiny_model()
     p = patched(easy(model)) if easycache_first else easy(patched(model))
-    order = list(p.model_options["transformer_options"]["wrappers"][comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL])
+    order = list(p.wrappers[comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL])
     assert order.index("easycache") < order.index("rhymeflow") if easycache_first else order.index("easycache") > order.index("rhymeflow")
     sigmas = sigmas_for(model, 16)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -311,5 +311,4 @@ def test_easycache_in_either_order_never_skips_a_recording_pass(easycache_first)
     assert report["model_calls"]["record"] == schedule.full_passes - 4 and report["model_calls"]["active"] == schedule.active_passes
     assert probe.kinds(FULL_ROWS).count("active") == schedule.active_passes
     assert torch.isfinite(out).all()
-    assert list(p.model_options["transformer_options"]["wrappers"][comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL]) == order, \
-        "the user's MODEL keeps its wrapper order"
+    assert list(p.wrappers[comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL]) == order, "the user's MODEL keeps its wrapper order"
