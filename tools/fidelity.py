@@ -114,28 +114,16 @@ def measure_active_cost(model, latent_shape, counts=(2, 4), repeat=5) -> dict[in
     import torch
 
     from rhymeflow_core.keyframes import KeyframeSpec, select_keyframes
-    from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
-    from tools.pass_cost import best_ms
+    from tools.pass_cost import best_ms, pass_times
 
     dm = model.model.diffusion_model
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, *latent_shape[1:], generator=g)
     t, ctx = torch.full((2,), 500.0), torch.randn(2, 32, 4096, generator=g) * 0.1
-    to = {"uuids": ["cond", "uncond"]}
-    from rhymeflow_core.adapters.wan import WanAdapter
-    ratios = {}
     with torch.no_grad():
         full = best_ms(lambda: dm(x, t, ctx), repeat)
-        for m in counts:
-            run = RhymeFlowRun(ProjectionConfig("kv_cache"), WanAdapter())
-            keyframes = tuple(select_keyframes(x, KeyframeSpec("uniform", m)))
-
-            def one(kind, run=run, keyframes=keyframes):
-                run.set_plan(kind, keyframes)
-                return run.adapter.forward(dm, run, to, (x, t, ctx), {})
-            one(RECORD)
-            ratios[m] = best_ms(lambda: one(ACTIVE), repeat) / full
-    return ratios
+        return {m: pass_times(dm, x, t, ctx, select_keyframes(x, KeyframeSpec("uniform", m)), "kv_cache", repeat)[1] / full
+                for m in counts}
 
 
 class Harness:

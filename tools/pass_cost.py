@@ -29,6 +29,21 @@ def best_ms(fn, repeat: int = 3) -> float:
     return best * 1000
 
 
+def pass_times(dm, x, t, ctx, keyframes, mode: str = "kv_cache", repeat: int = 3) -> tuple[float, float]:
+    """(recording pass ms, active pass ms) of the Wan adapter on one fresh run, cond and uncond batched."""
+    from rhymeflow_core.adapters.wan import WanAdapter
+    from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
+
+    run = RhymeFlowRun(ProjectionConfig(mode), WanAdapter())
+    to = {"uuids": ["cond", "uncond"][: x.shape[0]]}
+
+    def one_pass(kind):
+        run.set_plan(kind, tuple(keyframes))
+        return run.adapter.forward(dm, run, to, (x, t, ctx), {})
+
+    return best_ms(lambda: one_pass(RECORD), repeat), best_ms(lambda: one_pass(ACTIVE), repeat)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--dim", type=int, default=256)
@@ -44,10 +59,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.ERROR)  # the host logs optional-import warnings
     import torch
 
-    from rhymeflow_core.adapters.wan import WanAdapter
     from rhymeflow_core.demo_model import load_tiny_wan
     from rhymeflow_core.keyframes import KeyframeSpec, select_keyframes
-    from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
 
     model = load_tiny_wan(0, dim=args.dim, ffn_dim=4 * args.dim, layers=args.layers)
     dm = model.model.diffusion_model
@@ -56,24 +69,13 @@ def main(argv=None):
     t = torch.full((2,), 500.0)
     ctx = torch.randn(2, 64, 4096, generator=g) * 0.5
     keyframes = tuple(select_keyframes(x, KeyframeSpec("uniform", args.keyframes)))
-    to = {"uuids": ["cond", "uncond"]}
-
-    def timed(fn):
-        return best_ms(fn, args.repeat)
 
     with torch.no_grad():
-        full = timed(lambda: dm(x, t, ctx))
+        full = best_ms(lambda: dm(x, t, ctx), args.repeat)
         print(f"tokens {args.frames * args.tokens_h * args.tokens_w}, dim {args.dim}, {args.layers} blocks, keyframes {keyframes}")
         print(f"full pass (stock forward): {full:8.1f} ms")
         for mode in ("kv_cache", "hidden_cache"):
-            run = RhymeFlowRun(ProjectionConfig(mode), WanAdapter())
-
-            def one_pass(kind, run=run):
-                run.set_plan(kind, keyframes)
-                return run.adapter.forward(dm, run, to, (x, t, ctx), {})
-
-            rec = timed(lambda: one_pass(RECORD))
-            act = timed(lambda: one_pass(ACTIVE))
+            rec, act = pass_times(dm, x, t, ctx, keyframes, mode, args.repeat)
             print(f"{mode:12s}: recording pass {rec:8.1f} ms ({rec / full:.2f}), active pass {act:8.1f} ms ({act / full:.3f} of full)")
 
 
