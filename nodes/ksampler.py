@@ -24,9 +24,10 @@ class RhymeFlowKSamplerNode(io.ComfyNode):
             category="sampling/rhymeflow",
             description="KSampler with RhymeFlow frame-decoupled sampling (arXiv 2606.06309) built in: patches the model "
                         "like RhymeFlowTrajectoryProjection and samples like RhymeFlowSampler + SamplerCustomAdvanced. "
-                        "For Wan 2.1 / 2.2 text-to-video latents.",
+                        "For Wan 2.1 / 2.2 (text- or image-to-video), HunyuanVideo and LTX-Video latents.",
             inputs=[
-                io.Model.Input("model", tooltip="A Wan 2.1 / Wan 2.2 A14B text-to-video model (after ModelSamplingSD3, LoRAs ...)."),
+                io.Model.Input("model", tooltip="A video model: Wan 2.1 / 2.2 (T2V, I2V, FLF2V, TI2V-5B), HunyuanVideo or LTX-Video "
+                                               "(after ModelSamplingSD3, LoRAs ...)."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="The random seed used for creating the noise (same noise as KSampler)."),
                 io.Int.Input("steps", default=30, min=1, max=10000, tooltip="Sampling steps. RhymeFlow pays off from about 20 steps."),

@@ -19,7 +19,8 @@ class RhymeFlowTrajectoryProjection(io.ComfyNode):
             description="Lets RhymeFlowSampler run active passes on this model: only keyframe tokens are computed, "
                         "the other frames' context comes from a per-layer cache. Other samplers are unaffected.",
             inputs=[
-                io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 text-to-video model (each Wan 2.2 expert gets its own node)."),
+                io.Model.Input("model", tooltip="A video model: Wan 2.1 / 2.2 (T2V, I2V, FLF2V, TI2V-5B; each Wan 2.2 expert gets its own node), "
+                                               "HunyuanVideo 1.0 / 1.5 or LTX-Video."),
                 io.Combo.Input("context", options=list(CONTEXT_MODES), default="kv_cache",
                                tooltip="Where non-keyframes' keys/values come from in active passes. kv_cache: cached keys/values "
                                        "(fastest); hidden_cache: cached block inputs re-projected each step (the reference code); "

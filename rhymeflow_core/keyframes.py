@@ -120,8 +120,18 @@ def _uniform(frames: int, m: int) -> list[int]:
     return sorted({0, frames - 1, *(round(i * (frames - 1) / (m - 1)) for i in range(1, m - 1))})
 
 
-def select_keyframes(x0: torch.Tensor, spec: KeyframeSpec) -> list[int]:
-    """Latent-frame indices of the keyframes, sorted, always holding 0 and F-1."""
+def conditioned_frames(denoise_mask: torch.Tensor | None, frames: int) -> set[int]:
+    """Latent frames that a denoise mask mostly keeps (image-to-video start frames, LTXV / TI2V-5B
+    conditioning): they must be keyframes, since a skipping frame would drift from its condition."""
+    if denoise_mask is None or denoise_mask.ndim != 5 or denoise_mask.shape[2] != frames:
+        return set()
+    strength = denoise_mask.float().mean(dim=(0, 1, 3, 4))
+    return {int(f) for f in torch.nonzero(strength < 0.5).flatten()}
+
+
+def select_keyframes(x0: torch.Tensor, spec: KeyframeSpec, always=()) -> list[int]:
+    """Latent-frame indices of the keyframes, sorted, always holding 0, F-1 and the frames in
+    `always` (conditioned frames); those come on top of the spec's count."""
     frames = x0.shape[2]
     spec.check_frames(frames)
     if spec.strategy == "manual":
@@ -136,4 +146,4 @@ def select_keyframes(x0: torch.Tensor, spec: KeyframeSpec) -> list[int]:
         picks = random.Random(spec.seed).sample(range(frames), spec.count)
     else:  # first
         picks = list(range(spec.count))
-    return sorted({0, frames - 1, *picks})
+    return sorted({0, frames - 1, *picks, *always})

@@ -80,6 +80,9 @@ def _wrap_outside_step_caches(model_options: dict, model_patcher) -> None:
 def diffusion_model_wrapper(executor, *args, **kwargs):
     to = compat.transformer_options_of(args, kwargs)
     run = to.get(KEY)
+    if isinstance(run, RhymeFlowRun) and not run.inputs_seen:
+        run.inputs_seen = True
+        run.conditioned_frames = set(run.adapter.conditioned_frames(executor.class_obj, args, kwargs))
     if not isinstance(run, RhymeFlowRun) or run.plan is None or run.plan.kind == FULL:
         if isinstance(run, RhymeFlowRun):
             run.calls[FULL] += 1

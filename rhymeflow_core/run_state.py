@@ -44,6 +44,9 @@ class RhymeFlowRun:
         self.calls: Counter = Counter()       # model calls seen inside the diffusion model, by kind
         self.memo: dict = {}                   # index tensors / RoPE rows reused across calls
         self.report: dict = {}
+        # Frames the model's own inputs condition (e.g. Wan I2V's concat mask), seen on the first call.
+        self.conditioned_frames: set[int] = set()
+        self.inputs_seen = False
 
     def set_plan(self, kind: str, keyframes=()) -> None:
         self.plan = PassPlan(kind, tuple(keyframes))

@@ -18,7 +18,7 @@ from tqdm.auto import trange
 
 from . import compat
 from .errors import RhymeFlowInputError
-from .keyframes import KeyframeSpec, select_keyframes
+from .keyframes import KeyframeSpec, conditioned_frames, select_keyframes
 from .run_state import ACTIVE, FULL, KEY, RECORD, RhymeFlowRun
 from .schedule import RHYTHMIC, WARMUP, ScheduleSettings, build_schedule
 from .solvers import SOLVERS, make_solver
@@ -105,7 +105,8 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
         denoised = model(x_in, sigma * s_in, **extra_args)
 
         if i == schedule.detect_step:
-            keyframes = select_keyframes(denoised, settings.keyframes)
+            always = run.conditioned_frames | conditioned_frames(extra_args.get("denoise_mask"), frames)
+            keyframes = select_keyframes(denoised, settings.keyframes, always)
             nonkey = sorted(set(range(frames)) - set(keyframes))
             run.report["keyframes"] = keyframes
         if role == RHYTHMIC:
@@ -129,6 +130,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
         "full_steps": schedule.full_passes,
         "active_steps": schedule.active_passes,
         "keyframes": run.report.get("keyframes", list(range(frames))),
+        "conditioned_frames": sorted(run.conditioned_frames | conditioned_frames(extra_args.get("denoise_mask"), frames)),
         "sampler_seconds": time.perf_counter() - started,
     })
     return x

@@ -63,9 +63,22 @@ def test_unsupported_models_are_refused_at_patch_time():
     not_a_dit = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
     with pytest.raises(RhymeFlowInputError, match="model class Linear is not supported. Supported: Wan 2.1 T2V"):
         apply_trajectory_projection(not_a_dit)
-    i2v = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(in_dim=36))
-    with pytest.raises(RhymeFlowInputError, match="image-to-video .* only text-to-video is supported"):
-        apply_trajectory_projection(i2v)
+    control = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(in_dim=48))
+    with pytest.raises(RhymeFlowInputError, match="48 input channels for 16 latent channels .* Supported: Wan 2.1 T2V / I2V"):
+        apply_trajectory_projection(control)
+
+
+def test_wan_subclasses_are_refused_by_class_name():
+    """VACE (and Camera, S2V, HuMo, Animate: other WanModel subclasses) run their own forward_orig."""
+    import comfy.ops
+    from comfy.ldm.wan.model import VaceWanModel
+
+    vace = VaceWanModel(patch_size=(1, 2, 2), dim=128, ffn_dim=256, num_heads=1, num_layers=2, vace_layers=1,
+                        vace_in_dim=96, operations=comfy.ops.disable_weight_init)
+    sd = {k: torch.randn(v.shape) * 0.05 for k, v in vace.state_dict().items()}
+    model = comfy.sd.load_diffusion_model_state_dict(sd)
+    with pytest.raises(RhymeFlowInputError, match="model class WAN21_Vace \\(diffusion model VaceWanModel\\) is not supported"):
+        apply_trajectory_projection(model)
 
 
 def test_bad_node_options():

@@ -238,6 +238,52 @@ def test_v15_image_latents_mask_and_vision_tokens_are_honoured():
     assert torch.isfinite(sparse).all()
 
 
+def test_v10_token_replace_image_to_video():
+    """HunyuanImageToVideo 'v2 (replace)': the image is the latent's first frame, kept by the noise mask, and
+    the model modulates frame 0's tokens with the clean timestep (guiding_frame_index 0). One branch (cfg 1,
+    embedded guidance): the host's own token-replace modulation does not broadcast over a cond+uncond batch."""
+    m = model("1.0")
+    sigmas = sigmas_for(m, 12)
+    latent, noise = hunyuan_latent("1.0")
+    latent[:, :, 0] = torch.randn(1, 16, SIZE, SIZE, generator=torch.Generator().manual_seed(8))
+    mask = torch.ones(1, 1, FRAMES, SIZE, SIZE)
+    mask[:, :, 0] = 0.0
+    cond, uncond = hunyuan_conds("1.0")
+    for c in (cond, uncond):
+        c[0][1]["guiding_frame_index"] = 0
+    dense = sample(m, comfy.samplers.sampler_object("euler"), sigmas, latent, noise, cond=cond, uncond=uncond, mask=mask, cfg=1.0)
+    for context in ("kv_cache", "hidden_cache"):
+        ours = sample(patched(m, context), rhymeflow("euler", count=FRAMES), sigmas, latent, noise, cond=cond, uncond=uncond,
+                      mask=mask, cfg=1.0)
+        assert rel_err(ours, dense) <= 1e-6, context
+    plain = [[c[0][0], {k: v for k, v in c[0][1].items() if k != "guiding_frame_index"}] for c in (cond, uncond)]
+    no_replace = sample(patched(m), rhymeflow("euler", count=FRAMES), sigmas, latent, noise, cond=[plain[0]], uncond=[plain[1]],
+                        mask=mask, cfg=1.0)
+    assert rel_err(no_replace, dense) > 1e-4, "the token-replace modulation reaches the RhymeFlow passes"
+    p = patched(m)
+    sparse = sample(p, rhymeflow("euler", 4, 2, 3, count=2), sigmas, latent, noise, cond=cond, uncond=uncond, mask=mask, cfg=1.0)
+    report = last_report(p)
+    assert report["conditioned_frames"] == [0] and report["model_calls"]["active"] > 0
+    assert 1e-4 < rel_err(sparse, dense) < 0.5
+    assert float((sparse[:, :, 0] - latent[:, :, 0]).abs().max()) <= 1e-5, "the image frame stays the given latent"
+
+
+def test_v15_byt5_glyph_tokens_are_honoured():
+    """ByT5 tokens join the text stream before the first block, so they are queries in every pass too."""
+    m = load_tiny_hunyuan("1.5", byt5=True)
+    assert m.model.diffusion_model.byt5_in is not None, "ComfyUI detected the ByT5 mapper"
+    sigmas = sigmas_for(m, 8)
+    latent, noise = hunyuan_latent("1.5")
+    cond, uncond = hunyuan_conds("1.5")
+    plain = sample(patched(m), rhymeflow("euler", count=FRAMES), sigmas, latent, noise, cond=cond, uncond=uncond)
+    for c in (cond, uncond):
+        c[0][1]["conditioning_byt5small"] = torch.randn(1, 5, 1472, generator=torch.Generator().manual_seed(4))
+    dense = sample(m, comfy.samplers.sampler_object("euler"), sigmas, latent, noise, cond=cond, uncond=uncond)
+    ours = sample(patched(m), rhymeflow("euler", count=FRAMES), sigmas, latent, noise, cond=cond, uncond=uncond)
+    assert rel_err(ours, dense) <= 1e-6
+    assert rel_err(ours, plain) > 1e-3, "the ByT5 tokens change the RhymeFlow result"
+
+
 # ---- refusals -----------------------------------------------------------------------------------
 
 def test_image_variants_and_unsupported_inputs_are_refused():
@@ -250,6 +296,6 @@ def test_image_variants_and_unsupported_inputs_are_refused():
     run.set_plan(RECORD, (0, 5))
     to = {}
     args = (inp["x"], inp["timestep"], inp["context"], inp["y"], None, None, inp["guidance"], None,
-            torch.tensor([0.0]), None, False, None, to)
-    with pytest.raises(RhymeFlowInputError, match="token replace"):
+            None, inp["x"][:, :, :1], False, None, to)
+    with pytest.raises(RhymeFlowInputError, match="reference latents"):
         HunyuanVideoAdapter().forward(dm, run, to, args, {})

@@ -184,6 +184,7 @@ def test_pass_counts_follow_the_schedule_and_sparse_keyframes_skip_work():
     schedule = build_schedule(steps, ScheduleSettings(6, 3, 5))
     report = last_report(p)
     assert (report["full_steps"], report["active_steps"]) == (schedule.full_passes, schedule.active_passes) == (10, 10)
+    assert report["conditioned_frames"] == [0], "the noise mask's kept frame is reported (and is a keyframe)"
     expected = ["active" if r == "active" else "full" for r in schedule.roles()]
     assert ["full" if n == 2 * FRAMES * P else "active" for n in q_rows] == expected
     assert all(n == 2 * 2 * P for n, kind in zip(q_rows, expected, strict=True) if kind == "active")

@@ -69,16 +69,69 @@ synchronisation point and no cache crosses it.
 A preset would scale the warm-up to each expert's own 10 steps; custom keeps the split above."""
 
 
+I2V_COMMON = """* Conditioned latent frames (the start image; start and end for first-last) are always keyframes:
+  RhymeFlow adds them to the keyframes it picks, so they never skip steps.
+* Put your image into ComfyUI's `input/` folder and pick it in Load Image."""
+
+WAN21_I2V_NOTE = """## Wan 2.1 I2V 14B with RhymeFlow KSampler (480p, 81 frames)
+Files: `diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors`, `clip_vision/clip_vision_h.safetensors`,
+`text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`, `vae/wan_2.1_vae.safetensors`.
+
+WanImageToVideo puts the start image (and its mask) into every frame's input channels and the CLIP-vision
+image tokens into cross-attention; RhymeFlow's active passes carry both. Preset balanced (warm-up 20 %,
+strides 3-5), uni_pc, cfg 6, shift 8, keyframes count 2.
+""" + I2V_COMMON
+
+WAN21_FLF2V_NOTE = """## Wan 2.1 FLF2V 14B (first and last frame) with RhymeFlow KSampler (81 frames)
+Files: `diffusion_models/wan2.1_flf2v_720p_14B_fp16.safetensors`, `clip_vision/clip_vision_h.safetensors`,
+`text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`, `vae/wan_2.1_vae.safetensors`.
+
+WanFirstLastFrameToVideo conditions the first and the last latent frame (both always keyframes) and sends
+both images' CLIP-vision tokens (2 x 257) to cross-attention. Same RhymeFlow settings as the I2V example.
+""" + I2V_COMMON
+
+WAN22_I2V_NOTE = """## Wan 2.2 A14B I2V: two experts, each with RhymeFlow (480p, 81 frames, 20 steps)
+Files: `diffusion_models/wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors`,
+`diffusion_models/wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors`, `text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`,
+`vae/wan_2.1_vae.safetensors`. Wan 2.2 I2V has no CLIP-vision input.
+
+The T2V two-expert layout (SplitSigmas at 10; high-noise warm-up 4 of its 10 steps, strides 2-3; low-noise
+warm-up 1, strides 3-5) with WanImageToVideo's conditioning and latent.
+""" + I2V_COMMON
+
+WAN22_TI2V_NOTE = """## Wan 2.2 TI2V-5B image-to-video with RhymeFlow KSampler (1280x704, 121 frames, 24 fps)
+Files: `diffusion_models/wan2.2_ti2v_5B_fp16.safetensors`, `text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`,
+`vae/wan2.2_vae.safetensors` (48-channel latent, 16x spatial compression).
+
+Wan22ImageToVideoLatent keeps the start image as a clean first latent frame (noise mask 0): the model then
+gets one timestep per frame, and RhymeFlow's active passes give each keyframe its own. Disconnect
+start_image for text-to-video. Preset balanced, uni_pc, cfg 5, shift 8.
+""" + I2V_COMMON
+
+
 def main() -> None:
     bootstrap()
     load_nodes()
-    from tools.workflows import api_to_ui, demo_prompt, two_expert_prompt, wan21_t2v_prompt, wan22_a14b_t2v_prompt
+    from tools.workflows import (
+        api_to_ui,
+        demo_prompt,
+        two_expert_prompt,
+        wan21_i2v_prompt,
+        wan21_t2v_prompt,
+        wan22_a14b_i2v_prompt,
+        wan22_a14b_t2v_prompt,
+        wan22_ti2v_5b_prompt,
+    )
     out = PACK_DIR / "example_workflows"
     out.mkdir(exist_ok=True)
     for name, prompt, note in [("rhymeflow_demo", demo_prompt(), DEMO_NOTE),
                                ("rhymeflow_wan22_two_experts_demo", two_expert_prompt(), TWO_EXPERT_NOTE),
                                ("rhymeflow_wan21_t2v_1.3b", wan21_t2v_prompt(), WAN21_NOTE),
-                               ("rhymeflow_wan22_a14b_t2v", wan22_a14b_t2v_prompt(), WAN22_NOTE)]:
+                               ("rhymeflow_wan22_a14b_t2v", wan22_a14b_t2v_prompt(), WAN22_NOTE),
+                               ("rhymeflow_wan21_i2v_14b", wan21_i2v_prompt(), WAN21_I2V_NOTE),
+                               ("rhymeflow_wan21_flf2v_14b", wan21_i2v_prompt(first_last=True), WAN21_FLF2V_NOTE),
+                               ("rhymeflow_wan22_a14b_i2v", wan22_a14b_i2v_prompt(), WAN22_I2V_NOTE),
+                               ("rhymeflow_wan22_ti2v_5b", wan22_ti2v_5b_prompt(), WAN22_TI2V_NOTE)]:
         (out / f"{name}.json").write_text(json.dumps(api_to_ui(prompt, [note]), indent=1) + "\n")
         print("wrote", out / f"{name}.json")
 

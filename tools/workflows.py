@@ -176,6 +176,81 @@ def wan22_a14b_t2v_prompt(prompt: str = WAN_PROMPT, negative: str = WAN_NEGATIVE
     return p
 
 
+# ---- Image-to-video (Wan 2.1 I2V / FLF2V, Wan 2.2 A14B I2V, Wan 2.2 TI2V-5B) -------------------
+WAN21_I2V = "wan2.1_i2v_480p_14B_fp16.safetensors"
+WAN21_FLF2V = "wan2.1_flf2v_720p_14B_fp16.safetensors"
+WAN22_I2V_HIGH = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
+WAN22_I2V_LOW = "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"
+WAN22_TI2V = "wan2.2_ti2v_5B_fp16.safetensors"
+WAN22_VAE = "wan2.2_vae.safetensors"
+CLIP_VISION_H = "clip_vision_h.safetensors"
+I2V_PROMPT = "the fox turns its head and trots away through the snow, camera slowly following"
+
+
+def _load_image(p: dict, nid: str, image: str = "example.png") -> None:
+    p[nid] = {"class_type": "LoadImage", "inputs": {"image": image}}
+
+
+def _clip_vision(p: dict, loader: str, encode: str, image: str) -> None:
+    p.setdefault(loader, {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION_H}})
+    p[encode] = {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": _link(loader), "image": _link(image), "crop": "none"}}
+
+
+def wan21_i2v_prompt(first_last: bool = False, prompt: str = I2V_PROMPT, negative: str = WAN_NEGATIVE, seed: int = 42,
+                     steps: int = 30, cfg: float = 6.0, width: int = 832, height: int = 480, frames: int = 81) -> dict:
+    """Wan 2.1 I2V 14B (or FLF2V 14B with first_last) with RhymeFlowKSampler: the Wan 2.1 T2V layout with
+    the empty latent replaced by WanImageToVideo / WanFirstLastFrameToVideo and CLIP-vision image tokens."""
+    p = wan21_t2v_prompt(prompt, negative, seed, steps, cfg, 8.0, width, height, frames, "balanced")
+    p["1"]["inputs"]["unet_name"] = WAN21_FLF2V if first_last else WAN21_I2V
+    _load_image(p, "13")
+    _clip_vision(p, "14", "15", "13")
+    size = {"positive": _link("5"), "negative": _link("6"), "vae": _link("3"), "width": width, "height": height,
+            "length": frames, "batch_size": 1}
+    if first_last:
+        _load_image(p, "16")
+        _clip_vision(p, "14", "17", "16")
+        p["7"] = {"class_type": "WanFirstLastFrameToVideo", "inputs": {
+            **size, "clip_vision_start_image": _link("15"), "clip_vision_end_image": _link("17"),
+            "start_image": _link("13"), "end_image": _link("16")}}
+    else:
+        p["7"] = {"class_type": "WanImageToVideo", "inputs": {**size, "clip_vision_output": _link("15"), "start_image": _link("13")}}
+    p["9"]["inputs"].update(positive=_link("7", 0), negative=_link("7", 1), latent_image=_link("7", 2))
+    p["12"]["inputs"]["filename_prefix"] = "video/rhymeflow_wan21_flf2v" if first_last else "video/rhymeflow_wan21_i2v"
+    return p
+
+
+def wan22_a14b_i2v_prompt(prompt: str = I2V_PROMPT, negative: str = WAN_NEGATIVE, seed: int = 42, steps: int = 20,
+                          switch: int = 10, cfg: float = 3.5, width: int = 832, height: int = 480, frames: int = 81) -> dict:
+    """Wan 2.2 A14B I2V: the A14B T2V two-expert layout with WanImageToVideo (no CLIP vision: 2.2 has no img_emb)."""
+    p = wan22_a14b_t2v_prompt(prompt, negative, seed, steps, switch, cfg, 8.0, width, height, frames)
+    p["1"]["inputs"]["unet_name"], p["2"]["inputs"]["unet_name"] = WAN22_I2V_HIGH, WAN22_I2V_LOW
+    del p["15"]
+    _load_image(p, "25")
+    p["26"] = {"class_type": "WanImageToVideo", "inputs": {
+        "positive": _link("9"), "negative": _link("10"), "vae": _link("4"), "width": width, "height": height,
+        "length": frames, "batch_size": 1, "start_image": _link("25")}}
+    for guider in ("11", "12"):
+        p[guider]["inputs"].update(positive=_link("26", 0), negative=_link("26", 1))
+    p["20"]["inputs"]["latent_image"] = _link("26", 2)
+    p["24"]["inputs"]["filename_prefix"] = "video/rhymeflow_wan22_a14b_i2v"
+    return p
+
+
+def wan22_ti2v_5b_prompt(prompt: str = I2V_PROMPT, negative: str = WAN_NEGATIVE, seed: int = 42, steps: int = 30,
+                         cfg: float = 5.0, width: int = 1280, height: int = 704, frames: int = 121) -> dict:
+    """Wan 2.2 TI2V-5B image-to-video (48-channel latent, Wan 2.2 VAE): Wan22ImageToVideoLatent keeps the
+    start image as a clean first frame (per-frame timesteps); without start_image it is text-to-video."""
+    p = wan21_t2v_prompt(prompt, negative, seed, steps, cfg, 8.0, width, height, frames, "balanced")
+    p["1"]["inputs"]["unet_name"] = WAN22_TI2V
+    p["3"]["inputs"]["vae_name"] = WAN22_VAE
+    _load_image(p, "13")
+    p["7"] = {"class_type": "Wan22ImageToVideoLatent", "inputs": {"vae": _link("3"), "width": width, "height": height,
+                                                                  "length": frames, "batch_size": 1, "start_image": _link("13")}}
+    p["12"]["inputs"].update(filename_prefix="video/rhymeflow_wan22_ti2v_5b")
+    p["11"]["inputs"]["fps"] = 24.0
+    return p
+
+
 # ---- UI format ---------------------------------------------------------------------------------
 def _input_specs(class_type: str) -> list[tuple[str, str, dict]]:
     """(name, type, options) of a node's inputs in declaration order, from the running host."""

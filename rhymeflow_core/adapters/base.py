@@ -24,5 +24,9 @@ class ActivePassAdapter:
     def check_model(cls, model_patcher) -> None:
         """Raise RhymeFlowInputError if this variant of the family is not supported yet."""
 
+    def conditioned_frames(self, diffusion_model, args: tuple, kwargs: dict) -> set[int]:
+        """Latent frames the model's inputs condition on (always keyframes); read on a run's first call."""
+        return set()
+
     def forward(self, diffusion_model, run, transformer_options: dict, args: tuple, kwargs: dict) -> torch.Tensor:
         raise NotImplementedError

@@ -40,7 +40,7 @@ _FORWARD_ARGS = ("x", "timestep", "context", "y", "txt_byt5", "clip_fea", "guida
 
 class HunyuanVideoAdapter(ActivePassAdapter):
     name = "hunyuan_video"
-    supported = ("HunyuanVideo 1.0 T2V / I2V-concat and HunyuanVideo 1.5 T2V / I2V "
+    supported = ("HunyuanVideo 1.0 T2V / I2V (concat or token replace) and HunyuanVideo 1.5 T2V / I2V "
                  "(ComfyUI HunyuanVideo, HunyuanVideoI2V, HunyuanVideoSkyreelsI2V, HunyuanVideo15)")
 
     @classmethod
@@ -64,23 +64,29 @@ class HunyuanVideoAdapter(ActivePassAdapter):
     def forward(self, hv, run, to, args, kwargs):
         call = dict(zip(_FORWARD_ARGS, args, strict=False))  # args may stop early
         call.update({k: v for k, v in kwargs.items() if k in _FORWARD_ARGS})
-        for name, what in (("guiding_frame_index", "I2V token replace (guidance_type v2)"),
-                           ("ref_latent", "reference latents (guidance_type custom)"), ("control", "ControlNet")):
+        for name, what in (("ref_latent", "reference latents (guidance_type custom)"), ("control", "ControlNet")):
             if call.get(name) is not None:
                 raise RhymeFlowInputError(f"{what} is not supported in RhymeFlow passes for HunyuanVideo yet; "
-                                          "use T2V or concat image conditioning (guidance_type v1).")
+                                          "use T2V or image conditioning with guidance_type v1 (concat) or v2 (replace).")
         _common.warn_block_patches(run, to)
         x = call["x"]
         b, _, frames, h, w = x.shape
         run.calls[run.plan.kind] += 1
 
         inputs = _common.model_inputs(hv, to, args, kwargs, ("double_block", 0))
-        if inputs.get("modulation_dims_img") is not None:
-            raise RhymeFlowInputError("per-token modulation (I2V token replace) is not supported in RhymeFlow passes yet.")
         img, txt, vec, pe, mask = inputs["img"], inputs["txt"], inputs["vec"], inputs["pe"], inputs["attention_mask"]
         ph, pw = hv.patch_size[1], hv.patch_size[2]
         grid = (h // ph, w // pw)
         per_frame = grid[0] * grid[1]
+        # I2V token replace (guidance_type v2): vec is [B, 2, D], frame 0's image rows take entry 0 (the
+        # clean image's timestep), every other row entry 1. Frame 0 is always a keyframe and comes first
+        # in every row set this adapter builds (all frames, keyframes, keyframes + non-keyframes).
+        clean_rows = 0
+        if inputs.get("modulation_dims_img") is not None:
+            if inputs["modulation_dims_img"] != [(0, per_frame, 0), (per_frame, None, 1)] or 0 not in run.plan.keyframes:
+                raise RhymeFlowInputError(f"unexpected HunyuanVideo per-token modulation {inputs['modulation_dims_img']}; "
+                                          "only I2V token replace of the first frame is supported in RhymeFlow passes.")
+            clean_rows = per_frame
         img_len, txt_len = img.shape[1], txt.shape[1]
         if img_len != frames * per_frame:
             raise RhymeFlowInputError(f"HunyuanVideo built {img_len} image tokens for {frames} frames of {per_frame}; "
@@ -91,7 +97,7 @@ class HunyuanVideoAdapter(ActivePassAdapter):
         txt_mask = None if mask is None else mask[..., txt_at:txt_at + txt_len]
 
         key_rows, nk_rows = _common.row_plan(run, frames, per_frame, img.device)
-        stream = _Stream(run, to, tuple(to.get("uuids") or ("single",)), vec, txt_mask, nk_rows)
+        stream = _Stream(run, to, tuple(to.get("uuids") or ("single",)), vec, txt_mask, nk_rows, clean_rows)
         if run.plan.kind == RECORD:
             stream.begin_record(img, len(hv.double_blocks) + len(hv.single_blocks))
             out_img = stream.run_blocks(hv, img, txt, pe_img, pe_txt, pe_nk=None)
@@ -101,7 +107,8 @@ class HunyuanVideoAdapter(ActivePassAdapter):
             pe_nk = pe_img.index_select(2, nk_rows) if stream.mode == "hidden_cache" else None
             out_img = stream.run_blocks(hv, img.index_select(1, key_rows), txt, pe_img.index_select(2, key_rows), pe_txt, pe_nk)
             out_frames = len(run.plan.keyframes)
-        out = hv.final_layer(out_img, vec, modulation_dims=None)
+        dims = [(0, clean_rows, 0), (clean_rows, None, 1)] if clean_rows else None
+        out = hv.final_layer(out_img, vec, modulation_dims=dims)
         out = _unpatchify(out, b, hv.out_channels, (out_frames,) + grid, hv.patch_size)
         if run.plan.kind != RECORD:
             out = _common.scatter_frames(out, run.plan.keyframes, frames)
@@ -112,6 +119,14 @@ def _unpatchify(t, b, channels, grid, patch):
     f, gh, gw = grid
     t = t.reshape(b, f, gh, gw, channels, *patch).permute(0, 4, 1, 5, 2, 6, 3, 7)
     return t.reshape(b, channels, f * patch[0], gh * patch[1], gw * patch[2])
+
+
+def _rows(m, rows: int, clean_rows: int):
+    """A modulation tensor for `rows` rows: [B, 1, D] as is; token replace's [B, 2, D] as entry 0 for
+    the first `clean_rows` rows and entry 1 for the rest (what the host's apply_mod does by ranges)."""
+    if m.shape[1] == 1:
+        return m
+    return torch.cat([m[:, :1].expand(-1, clean_rows, -1), m[:, 1:].expand(-1, rows - clean_rows, -1)], dim=1)
 
 
 def _heads(qkv, heads):
@@ -127,8 +142,9 @@ class _Stream:
     part is [keyframes (scratch rows of the cached buffer), cached non-keyframes].
     """
 
-    def __init__(self, run, to, signature, vec, txt_mask, nk_rows):
+    def __init__(self, run, to, signature, vec, txt_mask, nk_rows, clean_rows=0):
         self.run, self.to, self.signature, self.vec, self.txt_mask, self.nk_rows = run, to, signature, vec, txt_mask, nk_rows
+        self.clean_rows = clean_rows
         self.mode = _common.cache_mode(run, nk_rows)
         self.recording = False
 
@@ -197,34 +213,44 @@ class _Stream:
     def _double(self, block, index, img, txt, pe_img, pe_txt):
         img_mod1, img_mod2 = block.img_mod(self.vec)
         txt_mod1, txt_mod2 = block.txt_mod(self.vec)
-        heads = block.num_heads
+        heads, clean = block.num_heads, self.clean_rows
 
-        def qkv(attn, norm, rows, mod, pe):
-            q, k, v = _heads(attn.qkv(torch.addcmul(mod.shift, norm(rows), 1 + mod.scale)), heads)
+        def img_m(m, rows):
+            return _rows(m, rows, clean)
+
+        def txt_m(m):  # text rows always take the noisy entry
+            return m if m.shape[1] == 1 else m[:, 1:]
+
+        def qkv(attn, norm, rows, mod, pe, m):
+            q, k, v = _heads(attn.qkv(torch.addcmul(m(mod.shift), norm(rows), 1 + m(mod.scale))), heads)
             q, k = attn.norm(q, k, v)
             return compat.apply_rope1(q, pe), compat.apply_rope1(k, pe), v
 
-        img_q, img_k, img_v = qkv(block.img_attn, block.img_norm1, img, img_mod1, pe_img)
-        txt_q, txt_k, txt_v = qkv(block.txt_attn, block.txt_norm1, txt, txt_mod1, pe_txt)
-        img_k, img_v = self._image_kv(index, img, img_k, img_v,
-                                      lambda rows, pe: qkv(block.img_attn, block.img_norm1, rows, img_mod1, pe)[1:])
+        n = img.shape[1]
+        img_q, img_k, img_v = qkv(block.img_attn, block.img_norm1, img, img_mod1, pe_img, lambda m: img_m(m, n))
+        txt_q, txt_k, txt_v = qkv(block.txt_attn, block.txt_norm1, txt, txt_mod1, pe_txt, txt_m)
+        img_k, img_v = self._image_kv(index, img, img_k, img_v, lambda rows, pe: qkv(
+            block.img_attn, block.img_norm1, rows, img_mod1, pe, lambda m: img_m(m, rows.shape[1]))[1:])
         attn = self._attention(torch.cat((img_q, txt_q), 2), torch.cat((img_k, txt_k), 2), torch.cat((img_v, txt_v), 2), heads)
-        img_attn, txt_attn = attn[:, :img.shape[1]], attn[:, img.shape[1]:]
+        img_attn, txt_attn = attn[:, :n], attn[:, n:]
 
-        img = img + block.img_attn.proj(img_attn) * img_mod1.gate
-        img = img + block.img_mlp(torch.addcmul(img_mod2.shift, block.img_norm2(img), 1 + img_mod2.scale)) * img_mod2.gate
-        txt = txt + block.txt_attn.proj(txt_attn) * txt_mod1.gate
-        txt = txt + block.txt_mlp(torch.addcmul(txt_mod2.shift, block.txt_norm2(txt), 1 + txt_mod2.scale)) * txt_mod2.gate
+        img = img + block.img_attn.proj(img_attn) * img_m(img_mod1.gate, n)
+        img = img + block.img_mlp(torch.addcmul(img_m(img_mod2.shift, n), block.img_norm2(img), 1 + img_m(img_mod2.scale, n))) \
+            * img_m(img_mod2.gate, n)
+        txt = txt + block.txt_attn.proj(txt_attn) * txt_m(txt_mod1.gate)
+        txt = txt + block.txt_mlp(torch.addcmul(txt_m(txt_mod2.shift), block.txt_norm2(txt), 1 + txt_m(txt_mod2.scale))) \
+            * txt_m(txt_mod2.gate)
         if txt.dtype == torch.float16:
             txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
         return img, txt
 
     def _single(self, block, index, img, txt, pe_img, pe_txt):
         mod, _ = block.modulation(self.vec)
-        heads, n = block.num_heads, img.shape[1]
+        heads, n, clean = block.num_heads, img.shape[1], self.clean_rows
 
         def linear1(rows):
-            out = block.linear1(torch.addcmul(mod.shift, block.pre_norm(rows), 1 + mod.scale))
+            m = lambda t: _rows(t, rows.shape[1], clean)  # noqa: E731  image rows first, then text
+            out = block.linear1(torch.addcmul(m(mod.shift), block.pre_norm(rows), 1 + m(mod.scale)))
             return torch.split(out, [3 * block.hidden_size, block.mlp_hidden_dim_first], dim=-1)
 
         def project(rows, pe):  # hidden_cache: K/V of the buffered image rows (their MLP half is unused)
@@ -240,7 +266,7 @@ class _Stream:
         q, k = compat.apply_rope1(q, pe), compat.apply_rope1(k, pe)
         img_k, img_v = self._image_kv(index, img, k[:, :, :n], v[:, :, :n], project)
         attn = self._attention(q, torch.cat((img_k, k[:, :, n:]), 2), torch.cat((img_v, v[:, :, n:]), 2), heads)
-        x = x + block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2)) * mod.gate
+        x = x + block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2)) * _rows(mod.gate, x.shape[1], clean)
         if x.dtype == torch.float16:
             x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
         return x[:, :n], x[:, n:]
