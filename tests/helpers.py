@@ -59,6 +59,12 @@ def sample(model, sampler, sigmas, latent, noise, cfg=5.0, cond=None, uncond=Non
                              disable_pbar=True, seed=0)
 
 
+def key_err(out, ref, keyframes) -> float:
+    """Relative error of an active pass's keyframe outputs against a reference forward."""
+    k = list(keyframes)
+    return float((out[:, :, k] - ref[:, :, k]).abs().max() / ref[:, :, k].abs().max())
+
+
 def rel_err(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max())
 

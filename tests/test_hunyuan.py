@@ -5,7 +5,7 @@ import comfy.samplers
 import pytest
 import torch
 
-from helpers import last_report, patched, rel_err, rhymeflow, sample, sigmas_for
+from helpers import key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for
 from rhymeflow_core.adapters import adapter_for
 from rhymeflow_core.adapters.hunyuan import HunyuanVideoAdapter
 from rhymeflow_core.errors import RhymeFlowInputError
@@ -57,11 +57,6 @@ def run_pass(run, version, kind, keyframes, inp):
             None, None, False, None, to)
     with torch.no_grad():
         return HunyuanVideoAdapter().forward(model(version).model.diffusion_model, run, to, args, {})
-
-
-def key_err(out, ref, keyframes):
-    k = list(keyframes)
-    return float((out[:, :, k] - ref[:, :, k]).abs().max() / ref[:, :, k].abs().max())
 
 
 @pytest.mark.parametrize("version", ["1.0", "1.5"])

@@ -3,7 +3,7 @@ import comfy.samplers
 import pytest
 import torch
 
-from helpers import last_report, patched, rel_err, rhymeflow, sample, sigmas_for
+from helpers import key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for
 from rhymeflow_core.adapters.ltxv import LTXVAdapter
 from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
@@ -47,11 +47,6 @@ def run_pass(run, kind, keyframes, inp):
     to = {"uuids": ["cond", "uncond"]}
     with torch.no_grad():
         return LTXVAdapter().forward(model().model.diffusion_model, run, to, (x, t, ctx, None, 25, to, idxs), {})
-
-
-def key_err(out, ref, keyframes):
-    k = list(keyframes)
-    return float((out[:, :, k] - ref[:, :, k]).abs().max() / ref[:, :, k].abs().max())
 
 
 @pytest.mark.parametrize("context", ["kv_cache", "hidden_cache"])

@@ -7,7 +7,7 @@ import comfy.samplers
 import pytest
 import torch
 
-from helpers import PassProbe, last_report, patched, rel_err, rhymeflow, sample, sigmas_for
+from helpers import PassProbe, key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for
 from rhymeflow_core.adapters import adapter_for
 from rhymeflow_core.adapters.wan import WanAdapter
 from rhymeflow_core.errors import RhymeFlowInputError
@@ -60,11 +60,6 @@ def stock(variant, inp):
     x, t, ctx, clip = inp
     with torch.no_grad():
         return model(variant).model.diffusion_model(x, t, ctx, clip_fea=clip)
-
-
-def key_err(out, ref, keyframes):
-    k = list(keyframes)
-    return float((out[:, :, k] - ref[:, :, k]).abs().max() / ref[:, :, k].abs().max())
 
 
 @pytest.mark.parametrize("variant", ALL)
