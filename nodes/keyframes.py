@@ -17,7 +17,8 @@ class RhymeFlowKeyframes(io.ComfyNode):
             display_name="RhymeFlow Keyframes",
             category="sampling/rhymeflow",
             description="Chooses which latent frames are denoised at every step; the others skip steps and are "
-                        "advanced once per group. Frames 0 and the last are always keyframes.",
+                        "advanced once per group. Frames 0 and the last are always keyframes, and so are frames an "
+                        "image conditions (image-to-video start / end frames, frames kept by a noise mask).",
             inputs=[
                 io.Combo.Input("strategy", options=list(STRATEGIES), default="semantic",
                                tooltip="semantic: new keyframe where the content changes (cosine similarity of the clean "

@@ -105,10 +105,11 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
         denoised = model(x_in, sigma * s_in, **extra_args)
 
         if i == schedule.detect_step:
+            # Frames the image / mask conditions (seen by the adapter, or kept by the latent's noise mask).
             always = run.conditioned_frames | conditioned_frames(extra_args.get("denoise_mask"), frames)
             keyframes = select_keyframes(denoised, settings.keyframes, always)
             nonkey = sorted(set(range(frames)) - set(keyframes))
-            run.report["keyframes"] = keyframes
+            run.report.update(keyframes=keyframes, conditioned_frames=sorted(always))
         if role == RHYTHMIC:
             z_start, denoised_start, sigma_start = x_in, denoised, sigma
             z_end = _euler_move(x_in, denoised, sigma, sigmas[schedule.group_at(i).end])  # one jump over the group
@@ -130,7 +131,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
         "full_steps": schedule.full_passes,
         "active_steps": schedule.active_passes,
         "keyframes": run.report.get("keyframes", list(range(frames))),
-        "conditioned_frames": sorted(run.conditioned_frames | conditioned_frames(extra_args.get("denoise_mask"), frames)),
+        "conditioned_frames": run.report.get("conditioned_frames", []),
         "sampler_seconds": time.perf_counter() - started,
     })
     return x

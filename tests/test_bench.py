@@ -32,3 +32,22 @@ def test_bench_table_has_every_row_and_consistent_pass_counts(tmp_path):
     # The override was called in the active pass's self-attention (keyframe queries, all keys).
     active_calls = re.search(r", (\d+)x as active self-attention", " ".join(by["release+override"].notes))
     assert active_calls and int(active_calls.group(1)) > 0
+
+
+def test_family_bench_runs_every_family(monkeypatch, tmp_path):
+    """tools/family_bench.py at a tiny size: every family samples dense and RhymeFlow with the preset's pass counts."""
+    from rhymeflow_core.presets import resolve_schedule
+    from rhymeflow_core.schedule import ScheduleSettings, build_schedule
+    from tools import family_bench
+    monkeypatch.setattr(family_bench, "FRAMES", 5)
+    monkeypatch.setattr(family_bench, "TOKENS", (2, 2))
+    out = tmp_path / "families.md"
+    text = family_bench.main(["--steps", "8", "--out", str(out)])
+    assert out.read_text() == text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| family")]
+    assert len(rows) == len(family_bench.FAMILIES)
+    schedule = build_schedule(8, resolve_schedule("balanced", ScheduleSettings(), 8))
+    for row in rows:
+        assert f"| {schedule.full_passes} / {schedule.active_passes} |" in row, row
+    conditioned = [r for r in rows if r.endswith("([0]) |")]
+    assert len(conditioned) == 3, "Wan I2V, A14B I2V and TI2V-5B keep their image frame as a keyframe"

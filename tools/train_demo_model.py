@@ -90,6 +90,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=2606)
     ap.add_argument("--frames", type=int, default=13)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the training forward (1.45x faster per step on the 2-core CPU; needs a C++ compiler). "
+                         "Off by default: the shipped weights were trained without it")
     ap.add_argument("--work", default="output/train_demo", help="checkpoint folder")
     ap.add_argument("--out", default=None, help="safetensors to write (default: the bundled path)")
     ap.add_argument("--resume", action="store_true")
@@ -126,6 +129,7 @@ def main(argv=None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"demo WanModel {DEMO_CONFIG}: {n_params / 1e6:.2f} M parameters; {total} steps of batch {args.batch}", flush=True)
 
+    forward = torch.compile(model) if args.compile else model  # same parameters; the state dict stays `model`'s
     t0, losses = time.perf_counter(), []
     for step in range(start, total):
         lr, shift = learning_rate(segments, step)
@@ -137,7 +141,7 @@ def main(argv=None) -> None:
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            pred = model(xt, sigma * 1000, context)
+            pred = forward(xt, sigma * 1000, context)
         loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()

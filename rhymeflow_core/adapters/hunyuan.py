@@ -97,7 +97,12 @@ class HunyuanVideoAdapter(ActivePassAdapter):
         txt_mask = None if mask is None else mask[..., txt_at:txt_at + txt_len]
 
         key_rows, nk_rows = _common.row_plan(run, frames, per_frame, img.device)
-        stream = _Stream(run, to, tuple(to.get("uuids") or ("single",)), vec, txt_mask, nk_rows, clean_rows)
+        # Single blocks: the host applies the same ranges to its joint sequence, so with text first
+        # (newer ComfyUI) the clean entry lands on the first text rows (and image rows past the text).
+        single_clean = (clean_rows, 0)
+        if clean_rows and compat.hunyuan_text_first(hv):
+            single_clean = (max(0, clean_rows - txt_len), min(txt_len, clean_rows))
+        stream = _Stream(run, to, tuple(to.get("uuids") or ("single",)), vec, txt_mask, nk_rows, clean_rows, single_clean)
         if run.plan.kind == RECORD:
             stream.begin_record(img, len(hv.double_blocks) + len(hv.single_blocks))
             out_img = stream.run_blocks(hv, img, txt, pe_img, pe_txt, pe_nk=None)
@@ -142,9 +147,9 @@ class _Stream:
     part is [keyframes (scratch rows of the cached buffer), cached non-keyframes].
     """
 
-    def __init__(self, run, to, signature, vec, txt_mask, nk_rows, clean_rows=0):
+    def __init__(self, run, to, signature, vec, txt_mask, nk_rows, clean_rows=0, single_clean=(0, 0)):
         self.run, self.to, self.signature, self.vec, self.txt_mask, self.nk_rows = run, to, signature, vec, txt_mask, nk_rows
-        self.clean_rows = clean_rows
+        self.clean_rows, self.single_clean = clean_rows, single_clean
         self.mode = _common.cache_mode(run, nk_rows)
         self.recording = False
 
@@ -246,27 +251,33 @@ class _Stream:
 
     def _single(self, block, index, img, txt, pe_img, pe_txt):
         mod, _ = block.modulation(self.vec)
-        heads, n, clean = block.num_heads, img.shape[1], self.clean_rows
+        heads, n = block.num_heads, img.shape[1]
+        clean_img, clean_txt = self.single_clean
 
-        def linear1(rows):
-            m = lambda t: _rows(t, rows.shape[1], clean)  # noqa: E731  image rows first, then text
-            out = block.linear1(torch.addcmul(m(mod.shift), block.pre_norm(rows), 1 + m(mod.scale)))
+        def rows_of(t, img_rows, txt_rows):  # per-row modulation for [image rows, text rows]
+            if t.shape[1] == 1:
+                return t
+            return torch.cat([_rows(t, img_rows, min(clean_img, img_rows)), _rows(t, txt_rows, clean_txt)], dim=1)
+
+        def linear1(rows, txt_rows):
+            shift, scale = rows_of(mod.shift, rows.shape[1] - txt_rows, txt_rows), rows_of(mod.scale, rows.shape[1] - txt_rows, txt_rows)
+            out = block.linear1(torch.addcmul(shift, block.pre_norm(rows), 1 + scale))
             return torch.split(out, [3 * block.hidden_size, block.mlp_hidden_dim_first], dim=-1)
 
         def project(rows, pe):  # hidden_cache: K/V of the buffered image rows (their MLP half is unused)
-            _, k, v = _heads(linear1(rows)[0], heads)
+            _, k, v = _heads(linear1(rows, 0)[0], heads)
             k = block.norm.key_norm(k).to(v)
             return compat.apply_rope1(k, pe), v
 
         x = torch.cat((img, txt), 1)
-        qkv, mlp = linear1(x)
+        qkv, mlp = linear1(x, txt.shape[1])
         q, k, v = _heads(qkv, heads)
         q, k = block.norm(q, k, v)
         pe = torch.cat((pe_img, pe_txt), 2)
         q, k = compat.apply_rope1(q, pe), compat.apply_rope1(k, pe)
         img_k, img_v = self._image_kv(index, img, k[:, :, :n], v[:, :, :n], project)
         attn = self._attention(q, torch.cat((img_k, k[:, :, n:]), 2), torch.cat((img_v, v[:, :, n:]), 2), heads)
-        x = x + block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2)) * _rows(mod.gate, x.shape[1], clean)
+        x = x + block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2)) * rows_of(mod.gate, n, txt.shape[1])
         if x.dtype == torch.float16:
             x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
         return x[:, :n], x[:, n:]
