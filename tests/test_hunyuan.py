@@ -1,4 +1,5 @@
 """HunyuanVideo 1.0 / 1.5 (ComfyUI's HunyuanVideo class): active passes and sampling, on tiny real models."""
+import functools
 import types
 
 import comfy.samplers
@@ -14,13 +15,7 @@ from rhymeflow_core.schedule import ScheduleSettings, build_schedule
 from rhymeflow_core.tiny_models import HUNYUAN_POOLED_DIM, HUNYUAN_TEXT_DIM, load_tiny_hunyuan
 
 FRAMES, SIZE, TEXT = 6, 8, 7
-_MODELS: dict = {}
-
-
-def model(version="1.0"):
-    if version not in _MODELS:
-        _MODELS[version] = load_tiny_hunyuan(version)
-    return _MODELS[version]
+model = functools.cache(load_tiny_hunyuan)  # tiny real models, shared by the tests (never mutated)
 
 
 def per_frame(version):

@@ -1,6 +1,7 @@
 """Wan image-to-video families on tiny real ComfyUI models: Wan 2.1 I2V / FLF2V (WAN21, image_to_video,
 CLIP-vision tokens), Wan 2.2 A14B I2V (in_dim 36, no CLIP tokens) and Wan 2.2 TI2V-5B (WAN22, 48
 channels, per-frame timesteps from the denoise mask)."""
+import functools
 import types
 
 import comfy.samplers
@@ -20,13 +21,7 @@ PER_FRAME = (SIZE // 2) ** 2
 I2V = ["i2v", "flf2v", "a14b_i2v"]
 ALL = I2V + ["ti2v_5b"]
 CLIP_TOKENS = {"i2v": 257, "flf2v": 514}
-_MODELS: dict = {}
-
-
-def model(variant):
-    if variant not in _MODELS:
-        _MODELS[variant] = load_tiny_wan_variant(variant)
-    return _MODELS[variant]
+model = functools.cache(load_tiny_wan_variant)  # tiny real models, shared by the tests (never mutated)
 
 
 def channels(variant):

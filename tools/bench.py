@@ -27,7 +27,6 @@ import datetime
 import gc
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import PACK_DIR, bootstrap  # noqa: E402
+from tools.headless import bootstrap, git_commit  # noqa: E402
 
 # Wan 2.1 T2V architectures (heads = dim / 128, as ComfyUI's detection assumes).
 MODELS = {
@@ -258,19 +257,20 @@ def make_sampler(row: Row, quick: bool):
     return RhymeFlowKSampler(SamplerSettings(schedule_settings(row, quick), KeyframeSpec("uniform", row.keyframes), "uni_pc"))
 
 
-def sample_once(model, sampler, inputs: Inputs, steps: int, cuda: bool):
+def sample_once(model, sampler, inputs: Inputs, steps: int, cuda: bool, cfg: float = 5.0, mask=None):
+    """(output, seconds) of one guider.sample run; `mask` is the latent's noise mask, if any."""
     import comfy.samplers
     import torch
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).float()
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(inputs.cond, inputs.uncond)
-    guider.set_cfg(5.0)
+    guider.set_cfg(cfg)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     with torch.no_grad():
-        out = guider.sample(inputs.noise, inputs.latent, sampler, sigmas, disable_pbar=True, seed=0)
+        out = guider.sample(inputs.noise, inputs.latent, sampler, sigmas, denoise_mask=mask, disable_pbar=True, seed=0)
     if cuda:
         torch.cuda.synchronize()
     return out, time.perf_counter() - start
@@ -458,13 +458,8 @@ def header(device: str, argv: list[str]) -> str:
     else:
         import os
         name = f"CPU only, {os.cpu_count()} cores, {platform.machine()} ({platform.processor() or 'unknown'})"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACK_DIR, capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     return (f"- Device: {name}; torch {torch.__version__}; dtype {'bf16' if device == 'cuda' else 'fp32'}\n"
-            f"- Date: {datetime.datetime.now():%Y-%m-%d %H:%M}; commit {commit}\n"
+            f"- Date: {datetime.datetime.now():%Y-%m-%d %H:%M}; commit {git_commit()}\n"
             f"- Command: `python -m tools.bench {' '.join(argv)}`\n")
 
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import PACK_DIR, bootstrap  # noqa: E402
+from tools.headless import bootstrap, git_commit  # noqa: E402
 
 FRAMES = 21          # latent frames (81 pixel frames of Wan)
 TOKENS = (12, 20)    # video tokens per latent frame (rows x columns) after patching: 5,040 in all
@@ -97,18 +95,10 @@ FAMILIES = {
 
 
 def sample(model, sampler, latent, mask, conds, cfg, steps):
-    """(output, seconds) of one guider.sample run."""
-    import comfy.samplers
-    import torch
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).float()
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds([conds[0]], [conds[1]])
-    guider.set_cfg(cfg)
-    noise = _rand(latent.shape, 0)
-    start = time.perf_counter()
-    with torch.no_grad():
-        out = guider.sample(noise, latent, sampler, sigmas, denoise_mask=mask, disable_pbar=True, seed=0)
-    return out, time.perf_counter() - start
+    """(output, seconds) of one guider.sample run: the sampler benchmark's own, with this family's inputs."""
+    from tools.bench import Inputs, sample_once
+    inputs = Inputs(latent, _rand(latent.shape, 0), [conds[0]], [conds[1]], FRAMES * TOKENS[0] * TOKENS[1])
+    return sample_once(model, sampler, inputs, steps, cuda=False, cfg=cfg, mask=mask)
 
 
 def run_family(name: str, steps: int, preset: str, log=print) -> dict:
@@ -142,8 +132,7 @@ def run_family(name: str, steps: int, preset: str, log=print) -> dict:
 
 def table(rows: list[dict], steps: int, preset: str, argv: list[str]) -> str:
     import torch
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACK_DIR, capture_output=True, text=True).stdout.strip()
-    lines = [f"Command: `python -m tools.family_bench {' '.join(argv)}`".rstrip() + f"; {datetime.date.today()}, commit {commit}, "
+    lines = [f"Command: `python -m tools.family_bench {' '.join(argv)}`".rstrip() + f"; {datetime.date.today()}, commit {git_commit()}, "
              f"CPU ({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}).", "",
              f"Every family: its real ComfyUI class, width {WIDTH}, random weights, {FRAMES} latent frames x "
              f"{TOKENS[0] * TOKENS[1]} tokens = {FRAMES * TOKENS[0] * TOKENS[1]:,} video tokens, {TEXT} text tokens, "

@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import PACK_DIR, bootstrap  # noqa: E402
+from tools.headless import PACK_DIR, bootstrap, git_commit  # noqa: E402
 
 PROMPTS = [
     "a red circle moves right",
@@ -282,14 +282,6 @@ def _chart(summary: list[dict], meta: dict, path: Path) -> None:
     img.save(path)
 
 
-def _commit() -> str:
-    import subprocess
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACK_DIR, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def _device() -> str:
     import os
     import platform
@@ -341,7 +333,7 @@ def main(argv=None) -> None:
             m.results.append({**compare(video, reference), "cost": pass_cost(counter, report, ratios, m.count), "seconds": seconds})
         print(f"[{k + 1}/{len(pairs)}] {prompt!r} seed {seed}  ({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
     meta = {"command": "python -m tools.fidelity " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d"), "commit": _commit(), "shift": 3.0,
+            "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "shift": 3.0,
             "steps": args.steps, "pairs": len(pairs), "prompts": PROMPTS[: args.prompts], "seeds": list(SEEDS[: args.seeds]),
             "active_cost": ratios, "dense_seconds": sum(dense_seconds) / len(dense_seconds), "solver": "uni_pc", "cfg": h.cfg,
             "device": _device(), "minutes": (time.perf_counter() - start) / 60}

@@ -15,6 +15,16 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parents[1]
 
 
+def git_commit() -> str:
+    """Short commit of the pack's checkout, for the records tools write ("unknown" outside git)."""
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACK_DIR, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def bootstrap(comfy_root: str | os.PathLike | None = None) -> Path:
     """Put the ComfyUI host on sys.path (COMFYUI_PATH, else the tree `make` set up) in CPU mode."""
     if comfy_root is None:

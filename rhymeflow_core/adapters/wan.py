@@ -22,6 +22,7 @@ from comfy.ldm.wan import model as wan_model
 
 from .. import compat
 from ..errors import RhymeFlowInputError
+from ..keyframes import conditioned_frames
 from ..run_state import RECORD
 from .base import ActivePassAdapter
 
@@ -64,12 +65,11 @@ class WanAdapter(ActivePassAdapter):
 
     def conditioned_frames(self, wan, args, kwargs) -> set[int]:
         """Frames whose image-to-video mask channels (c_concat: 4 mask, then image latents) say 'given'."""
-        x = args[0]
-        out_dim = wan.out_dim
+        x, out_dim = args[0], wan.out_dim
         if x.shape[1] != out_dim * 2 + 4:
             return set()
-        given = x[:, out_dim:out_dim + 4].float().mean(dim=(0, 1, 3, 4))
-        return {int(f) for f in torch.nonzero(given > 0.5).flatten()}
+        # The concat mask is 1 where a frame is given, the inverse of a denoise mask.
+        return conditioned_frames(1 - x[:, out_dim:out_dim + 4], x.shape[2])
 
     # ---- entry -------------------------------------------------------------------------------
     def forward(self, wan, run, to, args, kwargs):
