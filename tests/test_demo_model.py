@@ -1,12 +1,12 @@
 """The embedded demo model: exact latent space, deterministic prompts, loads in ComfyUI, follows prompts."""
-import comfy.sample
-import comfy.samplers
 import numpy as np
 import pytest
 import torch
 
-from rhymeflow_core.demo_model import WEIGHTS, decode_latent, encode_latent, encode_prompt, load_demo_model
-from tools.demo_clips import BACKGROUND, COLOURS, parse_prompt, random_prompt, render
+from rhymeflow_core.demo_model import WEIGHTS, decode_latent, encode_latent, encode_prompt
+from tools.demo_clips import COLOURS, parse_prompt, random_prompt, render
+from tools.demo_motion import CASES as MOTION_CASES
+from tools.demo_motion import MIN_PIXELS, displacement, object_track
 
 
 def test_latent_space_is_exact_and_matches_comfyui_latent_format():
@@ -42,60 +42,28 @@ def test_loads_through_comfyui_unet_loader(monkeypatch):
     assert model.model.diffusion_model.dim == 256
 
 
-def _generate(prompt: str, seed: int, steps: int = 16):
-    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
-    model = ModelSamplingSD3().patch(_model(), 3.0)[0]
-    latent = torch.zeros(1, 16, 13, 16, 16)
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds([[encode_prompt(prompt), {}]], [[encode_prompt(""), {}]])
-    guider.set_cfg(4.0)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).float()
-    with torch.no_grad():
-        out = guider.sample(comfy.sample.prepare_noise(latent, seed), latent, comfy.samplers.sampler_object("uni_pc"),
-                            sigmas, disable_pbar=True, seed=seed)
-    return decode_latent(out)[0]
-
-
 _CACHE = {}
 
 
-def _model():
-    if "m" not in _CACHE:
-        _CACHE["m"] = load_demo_model()
-    return _CACHE["m"]
-
-
-def _object_track(video: torch.Tensor):
-    """Per frame: foreground mask (far from the background colour), its mean colour and centroid."""
-    bg = torch.tensor(BACKGROUND)
-    fg = (video - bg).abs().max(dim=-1).values > 0.3
-    ys, xs = torch.meshgrid(torch.arange(video.shape[1]), torch.arange(video.shape[2]), indexing="ij")
-    colour = (video * fg[..., None]).sum(dim=(0, 1, 2)) / fg.sum().clamp_min(1)
-    cx = torch.stack([(xs * f).sum() / f.sum().clamp_min(1) for f in fg])
-    cy = torch.stack([(ys * f).sum() / f.sum().clamp_min(1) for f in fg])
-    return fg, colour, cx, cy
-
-
-CASES = [
-    ("a red circle moves right", "red", "x", 1),
-    ("a blue square moves left", "blue", "x", -1),
-    ("a yellow circle falls", "yellow", "y", 1),
-    ("a green triangle moves up", "green", "y", -1),
-]
-_VIDEOS = {}
-
-
 def _video(prompt, seed):
-    if (prompt, seed) not in _VIDEOS:
-        _VIDEOS[prompt, seed] = _generate(prompt, seed)
-    return _VIDEOS[prompt, seed]
+    """Dense sampling as the motion tool does it (uni_pc 16 steps, cfg 4, shift 3), memoised."""
+    if "h" not in _CACHE:
+        from tools.fidelity import Harness
+        _CACHE["h"] = Harness(16)
+    if (prompt, seed) not in _CACHE:
+        _CACHE[prompt, seed] = _CACHE["h"].dense(prompt, seed)
+    return _CACHE[prompt, seed]
+
+
+# the motion tool's first four prompts, with the colour word: (prompt, colour, axis, sign)
+CASES = [(prompt, prompt.split()[1], axis, sign) for prompt, axis, sign in MOTION_CASES[:4]]
 
 
 @pytest.mark.parametrize("prompt,colour,axis,sign", CASES)
 def test_generated_object_has_the_prompted_colour(prompt, colour, axis, sign):
     for seed in (1, 2):
-        fg, mean_colour, _, _ = _object_track(_video(prompt, seed))
-        assert (fg.flatten(1).sum(1) >= 4).sum() >= 5, f"{prompt!r} seed {seed}: no object visible in most frames"
+        fg, mean_colour, _, _ = object_track(_video(prompt, seed))
+        assert (fg.flatten(1).sum(1) >= MIN_PIXELS).sum() >= 5, f"{prompt!r} seed {seed}: no object visible in most frames"
         nearest = min(COLOURS, key=lambda c: float((torch.tensor(COLOURS[c]) - mean_colour).norm()))
         assert nearest == colour, f"{prompt!r} seed {seed}: object colour {mean_colour.tolist()} is nearest {nearest}"
 
@@ -105,7 +73,17 @@ def test_generated_object_has_the_prompted_colour(prompt, colour, axis, sign):
 @pytest.mark.parametrize("prompt,colour,axis,sign", CASES)
 def test_generated_object_moves_as_prompted(prompt, colour, axis, sign):
     for seed in (1, 2):
-        fg, _, cx, cy = _object_track(_video(prompt, seed))
-        visible = fg.flatten(1).sum(1) >= 4
-        track = (cx if axis == "x" else cy)[visible]
-        assert sign * float(track[-1] - track[0]) > 3, f"{prompt!r} seed {seed}: {axis} track {track.tolist()}"
+        moved = displacement(_video(prompt, seed), axis, sign)
+        assert moved > 3, f"{prompt!r} seed {seed}: moved {moved:+.1f} px along {axis} in the prompted direction"
+
+
+def test_motion_tool_runs_end_to_end(tmp_path):
+    """tools/demo_motion.py (the numbers in docs/demo_model.md): every prompt sampled, the word gap measured."""
+    import json
+
+    from tools import demo_motion
+    demo_motion.main(["--seeds", "1", "--json", str(tmp_path / "motion.json")])
+    result = json.loads((tmp_path / "motion.json").read_text())
+    assert [row["prompt"] for row in result["rows"]] == [case[0] for case in MOTION_CASES]
+    assert result["total"] == len(MOTION_CASES) and 0 <= result["ok"] <= result["total"]
+    assert set(result["word_gap"]) == {"0.5", "0.95"} and all(g >= 0 for g in result["word_gap"].values())

@@ -127,13 +127,13 @@ def measure_active_cost(model, latent_shape, counts=(2, 4), repeat=5) -> dict[in
 
 
 class Harness:
-    def __init__(self, steps: int, cfg: float = 4.0, shift: float = 3.0, frames: int = 13, size: int = 16):
+    def __init__(self, steps: int, cfg: float = 4.0, shift: float = 3.0, frames: int = 13, size: int = 16, weights=None):
         import comfy.samplers
         from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
         from rhymeflow_core.demo_model import load_demo_model
         self.steps, self.cfg = steps, cfg
-        self.model = ModelSamplingSD3().patch(load_demo_model(), shift)[0]
+        self.model = ModelSamplingSD3().patch(load_demo_model(weights) if weights else load_demo_model(), shift)[0]
         self.latent_shape = (1, 16, frames, size, size)
         self.full_tokens = frames * size * size // 4
         self.sigmas = comfy.samplers.calculate_sigmas(self.model.get_model_object("model_sampling"), "simple", steps).float()
@@ -274,11 +274,20 @@ def _chart(summary: list[dict], meta: dict, path: Path) -> None:
     d.text((w / 2 - 120, h - 30), "model cost (full-pass equivalents, lower is faster)", fill="black")
     d.text((pad, 20), f"PSNR vs dense ({meta['steps']} steps), {meta['pairs']} prompt-seed pairs, demo model", fill="black")
     colours = ["#c0392b", "#e67e22", "#2980b9", "#16a085", "#8e44ad", "#7f8c8d", "#95a5a6", "#d35400", "#2c3e50", "#27ae60"]
-    for k, r in enumerate(summary):
+    placed: list[tuple[float, float, float, float]] = []  # label boxes drawn so far
+    for k, r in sorted(enumerate(summary), key=lambda kr: -kr[1]["psnr"]):
         x, y = xy(r["cost"], r["psnr"])
         col = colours[k % len(colours)]
         d.ellipse([x - 6, y - 6, x + 6, y + 6], fill=col)
-        d.text((x + 9, y - 6), r["method"].replace("RhymeFlow ", ""), fill=col)
+        label = r["method"].replace("RhymeFlow ", "")
+        width = d.textlength(label)
+        ly = y - 6
+        while any(x + 9 < bx1 and bx0 < x + 9 + width and ly < by1 and by0 < ly + 12 for bx0, by0, bx1, by1 in placed):
+            ly += 13  # points at the same cost share a column: stack their labels downwards
+        placed.append((x + 9, ly, x + 9 + width, ly + 12))
+        if ly != y - 6:
+            d.line([x + 6, y, x + 9, ly + 6], fill=col)
+        d.text((x + 9, ly), label, fill=col)
     img.save(path)
 
 
@@ -297,7 +306,11 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--methods", default="", help="comma-separated substrings of method names to run (default: all)")
     ap.add_argument("--out", default=str(PACK_DIR / "docs"))
+    ap.add_argument("--redraw", action="store_true", help="only redraw fidelity.png from the fidelity.json in --out")
     args = ap.parse_args(argv)
+    if args.redraw:
+        data = json.loads((Path(args.out) / "fidelity.json").read_text())
+        return _chart(data["rows"], data["meta"], Path(args.out) / "fidelity.png")
 
     bootstrap()
     logging.basicConfig(level=logging.ERROR)
