@@ -1,4 +1,6 @@
 """The embedded demo model: exact latent space, deterministic prompts, loads in ComfyUI, follows prompts."""
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -42,17 +44,16 @@ def test_loads_through_comfyui_unet_loader(monkeypatch):
     assert model.model.diffusion_model.dim == 256
 
 
-_CACHE = {}
+@functools.cache
+def _harness():
+    from tools.fidelity import Harness
+    return Harness(16)
 
 
+@functools.cache
 def _video(prompt, seed):
     """Dense sampling as the motion tool does it (uni_pc 16 steps, cfg 4, shift 3), memoised."""
-    if "h" not in _CACHE:
-        from tools.fidelity import Harness
-        _CACHE["h"] = Harness(16)
-    if (prompt, seed) not in _CACHE:
-        _CACHE[prompt, seed] = _CACHE["h"].dense(prompt, seed)
-    return _CACHE[prompt, seed]
+    return _harness().dense(prompt, seed)
 
 
 # the motion tool's first four prompts, with the colour word: (prompt, colour, axis, sign)

@@ -131,9 +131,9 @@ class Harness:
         import comfy.samplers
         from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
-        from rhymeflow_core.demo_model import load_demo_model
+        from rhymeflow_core.demo_model import WEIGHTS, load_demo_model
         self.steps, self.cfg = steps, cfg
-        self.model = ModelSamplingSD3().patch(load_demo_model(weights) if weights else load_demo_model(), shift)[0]
+        self.model = ModelSamplingSD3().patch(load_demo_model(weights or WEIGHTS), shift)[0]
         self.latent_shape = (1, 16, frames, size, size)
         self.full_tokens = frames * size * size // 4
         self.sigmas = comfy.samplers.calculate_sigmas(self.model.get_model_object("model_sampling"), "simple", steps).float()
