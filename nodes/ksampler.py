@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import comfy.samplers
 
+from ..rhymeflow_core.all_in_one import sample_latent
 from ..rhymeflow_core.cache import CACHE_DEVICES
 from ..rhymeflow_core.compat import v3_api
-from ..rhymeflow_core.ksampler import sample_latent
 from ..rhymeflow_core.run_state import CONTEXT_MODES
 from ..rhymeflow_core.solvers import SOLVERS
-from .routes import report_sender
 from .sampler import sampler_settings, schedule_inputs
 
 _, io = v3_api()
@@ -60,6 +59,5 @@ class RhymeFlowKSamplerNode(io.ComfyNode):
                 preset=DEFAULT_PRESET, keyframes=None) -> io.NodeOutput:
         settings = sampler_settings(sampler_name, warmup_steps, min_stride, max_stride, transition_1, transition_2,
                                     stride_schedule, keyframes)
-        on_report = report_sender(cls.hidden.unique_id, preset, settings.keyframes)
         return io.NodeOutput(sample_latent(model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise,
-                                           settings, preset, context, cache_device, on_report))
+                                           settings, preset, context, cache_device, source=cls.hidden.unique_id))

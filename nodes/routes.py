@@ -6,9 +6,8 @@ Both exist only when ComfyUI runs its server; headless runs and tests have none.
 """
 from __future__ import annotations
 
-from ..rhymeflow_core import compat
+from ..rhymeflow_core import compat, report
 from ..rhymeflow_core.errors import RhymeFlowInputError
-from ..rhymeflow_core.keyframes import KeyframeSpec
 from ..rhymeflow_core.schedule_view import schedule_view, view_from_request
 
 ROUTE = "/rhymeflow/schedule"
@@ -28,31 +27,27 @@ async def schedule_route(request):
 
 
 def register_routes() -> bool:
-    """Add the route to the running server (before it starts serving); False when there is none."""
+    """Add the route to the running server (before it starts serving) and send run reports to the
+    browser; False when there is no server."""
     server = compat.prompt_server()
     if server is None:
         return False
     if not any(getattr(r, "path", None) == ROUTE for r in server.routes):  # the pack may be imported twice
         server.routes.post(ROUTE)(schedule_route)
+    report.add_observer(send_report, key=EVENT)
     return True
 
 
-def report_event(node_id: str, summary: dict, preset: str, keyframes: KeyframeSpec) -> dict:
+def report_event(run: report.RunReport) -> dict:
     """The event body: what the run did, and the schedule view redrawn with the keyframes it chose."""
-    # The summary's schedule is already resolved for the run's step count: draw it as given.
-    view = schedule_view(summary["steps"], summary["frames"], "custom", summary["schedule"], keyframes, summary["keyframes"])
-    view["preset"] = preset
-    report = {k: v for k, v in summary.items() if k != "schedule"}
-    return {"node": node_id, "preset": preset, "report": report, "view": view}
+    # The report's schedule is already resolved for the run's step count: draw it as given.
+    view = schedule_view(run.steps, run.frames, "custom", run.schedule, run.keyframe_spec, run.keyframes)
+    view["preset"] = run.preset
+    return {"node": run.source, "preset": run.preset, "report": run.to_json(), "view": view}
 
 
-def report_sender(node_id: str | None, preset: str, keyframes: KeyframeSpec):
-    """The sampler's on_report callback for this node, or None where no browser can receive it."""
-    if node_id is None or compat.prompt_server() is None:
-        return None
-
-    def send(summary: dict) -> None:
-        server = compat.prompt_server()
-        if server is not None:
-            server.send_sync(EVENT, report_event(node_id, summary, preset, keyframes), server.client_id)
-    return send
+def send_report(run: report.RunReport) -> None:
+    """A run-report observer: a finished run of one of our sampler nodes goes to the browser that queued it."""
+    server = compat.prompt_server()
+    if server is not None and run.source is not None and run.completed:
+        server.send_sync(EVENT, report_event(run), server.client_id)

@@ -4,12 +4,11 @@ from __future__ import annotations
 from ..rhymeflow_core.compat import v3_api
 from ..rhymeflow_core.keyframes import KeyframeSpec
 from ..rhymeflow_core.presets import CUSTOM, PRESET_NAMES
-from ..rhymeflow_core.sampler import SamplerSettings
-from ..rhymeflow_core.sampler_object import RhymeFlowKSampler
+from ..rhymeflow_core.sampler_object import RhymeFlowSamplerObject
+from ..rhymeflow_core.sampling_loop import SamplerSettings
 from ..rhymeflow_core.schedule import ScheduleSettings
 from ..rhymeflow_core.solvers import SOLVERS
 from .keyframes import Keyframes
-from .routes import report_sender
 
 _, io = v3_api()
 
@@ -79,5 +78,4 @@ class RhymeFlowSampler(io.ComfyNode):
                 stride_schedule, preset=CUSTOM, keyframes=None) -> io.NodeOutput:
         settings = sampler_settings(solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
                                     stride_schedule, keyframes)
-        on_report = report_sender(cls.hidden.unique_id, preset, settings.keyframes)
-        return io.NodeOutput(RhymeFlowKSampler(settings, preset, on_report))
+        return io.NodeOutput(RhymeFlowSamplerObject(settings, preset, source=cls.hidden.unique_id))

@@ -2,9 +2,10 @@
 
 One entry per block, recorded at each rhythmic point, per batch signature (the tuple of cond
 uuids ComfyUI put in the call, so cond and uncond keep separate caches whether they arrive
-batched or one by one). `load` returns, per cached tensor, a [B, A + S, D] buffer whose first
-`A` rows (the keyframe rows) are scratch, so an active pass writes its fresh keyframe rows in
-place instead of concatenating a full-size copy per block.
+batched or one by one). Rows are token rows along one dimension of the cached tensors (`dim`:
+1 for [B, L, D], 2 for per-head [B, H, L, d]). `load` returns, per cached tensor, a buffer with
+`A + S` rows whose first `A` rows (the keyframe rows) are scratch, so an active pass writes its
+fresh keyframe rows in place instead of concatenating a full-size copy per block.
 
 Placement (decided once per run, at the first recording, and logged):
   resident  cache on the compute device: the stored buffers themselves are returned;
@@ -16,6 +17,7 @@ pinned memory is expensive to allocate).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 
 import torch
@@ -48,7 +50,7 @@ class ContextCache:
         self.placement = placement
         self.device = None           # decided at the first recording
         self.entries: dict[tuple, list[tuple[torch.Tensor, ...]]] = {}
-        self.scratch: dict[tuple, int] = {}   # scratch rows at the front of each stored buffer, per signature
+        self.scratch: dict[tuple, tuple[int, int]] = {}   # (scratch rows in front, row dim) per signature
         self.peak_bytes = 0
         self._bytes = 0
         self._prefetch: _Prefetcher | None = None
@@ -65,19 +67,22 @@ class ContextCache:
 
     # ---- recording ---------------------------------------------------------------------------
     def store(self, signature: tuple, block: int, tensors: tuple[torch.Tensor, ...], rows: torch.Tensor | None = None,
-              scratch: int = 0) -> None:
-        """Keep rows `rows` (dim 1; all if None) of each [B, L, D] tensor for `block`.
+              scratch: int = 0, dim: int = 1) -> None:
+        """Keep rows `rows` (along `dim`; all if None) of each tensor for `block`.
 
-        Loads return them behind `scratch` free rows. The buffers of the first recording are reused.
+        Loads return them behind `scratch` free rows. The buffers of the first recording are reused,
+        and the rows are gathered straight into them (no temporary of the whole tensor).
         """
         blocks = self.entries.setdefault(signature, [])
         lead = 0 if self._prefetch is not None else scratch   # host buffers hold only the kept rows
-        self.scratch[signature] = scratch
-        kept = tuple(t.shape[:1] + (t.shape[1] if rows is None else rows.numel(),) + t.shape[2:] for t in tensors)
-        if block < len(blocks) and all(_fits(buf, t, shape, lead) for buf, t, shape in zip(blocks[block], tensors, kept, strict=True)):
+        self.scratch[signature] = (scratch, dim)
+        kept = tuple(_with_rows(t.shape, dim, t.shape[dim] if rows is None else rows.numel()) for t in tensors)
+        wanted = tuple(_with_rows(shape, dim, lead + shape[dim]) for shape in kept)
+        if block < len(blocks) and all(buf.dtype == t.dtype and buf.shape == shape
+                                       for buf, t, shape in zip(blocks[block], tensors, wanted, strict=True)):
             buffers = blocks[block]
         else:
-            buffers = tuple(self._allocate(shape, t.dtype, lead) for t, shape in zip(tensors, kept, strict=True))
+            buffers = tuple(self._allocate(shape, t.dtype) for t, shape in zip(tensors, wanted, strict=True))
             if block < len(blocks):
                 self._bytes -= _nbytes(blocks[block])
                 blocks[block] = buffers
@@ -86,17 +91,18 @@ class ContextCache:
             else:
                 raise RuntimeError(f"RhymeFlow: cache blocks recorded out of order ({block} after {len(blocks)}).")
         if self._prefetch is not None:
-            self._prefetch.to_host(buffers, tuple(t if rows is None else t.index_select(1, rows) for t in tensors), block)
+            self._prefetch.to_host(buffers, tuple(t if rows is None else t.index_select(dim, rows) for t in tensors), block)
             return
         for buf, t in zip(buffers, tensors, strict=True):
-            for b in range(t.shape[0]):   # per batch item the destination rows are contiguous: gather straight in
+            # Below `dim` each destination's rows are contiguous: gather straight in, one slice at a time.
+            for index in itertools.product(*map(range, t.shape[:dim])):
+                dst = buf[index][lead:]
                 if rows is None:
-                    buf[b, lead:].copy_(t[b])
+                    dst.copy_(t[index])
                 else:
-                    torch.index_select(t[b], 0, rows, out=buf[b, lead:])
+                    torch.index_select(t[index], 0, rows, out=dst)
 
-    def _allocate(self, kept: tuple, dtype, lead: int) -> torch.Tensor:
-        shape = (kept[0], lead + kept[1]) + tuple(kept[2:])
+    def _allocate(self, shape: tuple, dtype) -> torch.Tensor:
         if self._prefetch is not None and self._prefetch.arena is not None:
             buf = self._prefetch.arena.empty(shape, dtype)
         else:
@@ -111,7 +117,7 @@ class ContextCache:
         if blocks is None or block >= len(blocks):
             return self._assemble(signature, block, device)
         if self._prefetch is not None:
-            return self._prefetch.load(signature, blocks, block, self.scratch[signature])
+            return self._prefetch.load(signature, blocks, block, *self.scratch[signature])
         return blocks[block]
 
     def _assemble(self, signature: tuple, block: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -122,7 +128,7 @@ class ContextCache:
         for uuid in signature:
             for recorded, blocks in self.entries.items():
                 if uuid in recorded and block < len(blocks):
-                    k, scratch = recorded.index(uuid), self.scratch[recorded]
+                    k, (scratch, dim) = recorded.index(uuid), self.scratch[recorded]
                     parts.append(tuple(t.chunk(len(recorded), dim=0)[k] for t in blocks[block]))
                     break
             else:
@@ -132,9 +138,9 @@ class ContextCache:
         gathered = tuple(torch.cat(ts, dim=0).to(device) for ts in zip(*parts, strict=True))
         if self._prefetch is None:
             return gathered
-        out = tuple(t.new_empty((t.shape[0], scratch + t.shape[1]) + tuple(t.shape[2:])) for t in gathered)
+        out = tuple(t.new_empty(_with_rows(t.shape, dim, scratch + t.shape[dim])) for t in gathered)
         for o, t in zip(out, gathered, strict=True):
-            o[:, scratch:] = t
+            o.narrow(dim, scratch, t.shape[dim]).copy_(t)
         return out
 
     def nbytes(self) -> int:
@@ -148,8 +154,8 @@ class ContextCache:
         self._bytes = 0
 
 
-def _fits(buf: torch.Tensor, like: torch.Tensor, kept: tuple, lead: int) -> bool:
-    return buf.dtype == like.dtype and buf.shape == (kept[0], lead + kept[1]) + tuple(kept[2:])
+def _with_rows(shape, dim: int, rows: int) -> tuple:
+    return tuple(shape[:dim]) + (rows,) + tuple(shape[dim + 1:])
 
 
 def _nbytes(tensors) -> int:
@@ -184,38 +190,38 @@ class _Prefetcher:
                 if self.stream is not None:
                     src.record_stream(self.stream)   # keep `src` alive until the copy has run
 
-    def load(self, signature: tuple, blocks: list, block: int, scratch: int) -> tuple[torch.Tensor, ...]:
+    def load(self, signature: tuple, blocks: list, block: int, scratch: int, dim: int) -> tuple[torch.Tensor, ...]:
         if block == 0:
             self.pending.clear()   # an interrupted pass may have left a prefetch behind
         if (signature, block) not in self.pending:
-            self._issue(signature, blocks, block, scratch)
+            self._issue(signature, blocks, block, scratch, dim)
         if block + 1 < len(blocks):
-            self._issue(signature, blocks, block + 1, scratch)   # overlaps with this block's compute
+            self._issue(signature, blocks, block + 1, scratch, dim)   # overlaps with this block's compute
         event, slot = self.pending.pop((signature, block))
         if event is not None:
             torch.cuda.current_stream(self.device).wait_event(event)
         return slot
 
-    def _issue(self, signature, blocks, block, scratch) -> None:
+    def _issue(self, signature, blocks, block, scratch, dim) -> None:
         host = blocks[block]
-        slot = self._slot(signature, block % 2, host, scratch)
+        slot = self._slot(signature, block % 2, host, scratch, dim)
         self._after_compute()   # the slot's last reader (block - 2, or block - 1's queue) has been issued
         with self._side():
             for dst, src in zip(slot, host, strict=True):
                 for b in range(src.shape[0]):
-                    dst[b, scratch:].copy_(src[b], non_blocking=True)
+                    dst[b].narrow(dim - 1, scratch, src.shape[dim]).copy_(src[b], non_blocking=True)
             event = None
             if self.stream is not None:
                 event = torch.cuda.Event()
                 event.record(self.stream)
         self.pending[(signature, block)] = (event, slot)
 
-    def _slot(self, signature, parity, host, scratch) -> tuple[torch.Tensor, ...]:
+    def _slot(self, signature, parity, host, scratch, dim) -> tuple[torch.Tensor, ...]:
         key = (signature, parity)
+        shapes = tuple(_with_rows(h.shape, dim, scratch + h.shape[dim]) for h in host)
         slot = self.slots.get(key)
-        if slot is None or any(s.shape[1] != scratch + h.shape[1] or s.shape[0] != h.shape[0] for s, h in zip(slot, host, strict=True)):
-            slot = tuple(torch.empty((h.shape[0], scratch + h.shape[1]) + tuple(h.shape[2:]), dtype=h.dtype, device=self.device)
-                         for h in host)
+        if slot is None or tuple(s.shape for s in slot) != shapes:
+            slot = tuple(torch.empty(shape, dtype=h.dtype, device=self.device) for shape, h in zip(shapes, host, strict=True))
             self.slots[key] = slot
         return slot
 

@@ -70,6 +70,11 @@ def free_memory(device) -> int:
     return model_management.get_free_memory(device)
 
 
+def unwrapped_forward(diffusion_model, *args, **kwargs):
+    """The diffusion model's forward without its DIFFUSION_MODEL wrappers (ours among them): `_forward`,
+    a private method, in 0.3.75 and v0.33 alike (WanModel, HunyuanVideo, LTXVModel)."""
+    return diffusion_model._forward(*args, **kwargs)
+
 
 def hunyuan_text_first(hunyuan_model) -> bool:
     """Whether HunyuanVideo orders its joint sequence [text, image] (v0.33+) or [image, text] (0.3.x).

@@ -1,20 +1,21 @@
 """Install RhymeFlow on a clone of a ComfyUI MODEL with keyed wrappers (no global patching).
 
-OUTER_SAMPLE     creates the per-run state (fresh for every sampling run, freed afterwards) and
-                 refuses bad input before the model is loaded when our sampler is used;
-DIFFUSION_MODEL  runs the pass the sampler planned: the stock forward, or the adapter's
-                 recording / active forward.
+OUTER_SAMPLE     creates the per-run state (fresh for every sampling run, freed afterwards),
+                 refuses bad input before the model is loaded when our sampler is used, and
+                 delivers the run report when the run ends (report.py);
+DIFFUSION_MODEL  counts the call and runs the pass the sampler planned: the stock forward, or
+                 the adapter's recording / active forward.
 With any other sampler the patched MODEL samples exactly like the original.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import comfy.model_patcher
 
-from . import compat
+from . import compat, report
 from .adapters import adapter_for
-from .cache import CACHE_DEVICES
-from .errors import RhymeFlowInputError
-from .run_state import CONTEXT_MODES, FULL, KEY, ProjectionConfig, RhymeFlowRun
+from .run_state import ACTIVE, FULL, KEY, ProjectionConfig, RhymeFlowRun
 from .sampler_object import early_check
 
 WRAPPER_KEY = "rhymeflow"
@@ -24,13 +25,10 @@ STEP_CACHES = ("easycache", "lazycache")
 
 
 def apply_trajectory_projection(model, context: str = "kv_cache", cache_device: str = "auto"):
-    if context not in CONTEXT_MODES:
-        raise RhymeFlowInputError(f"unknown context mode {context!r}; use one of {', '.join(CONTEXT_MODES)}.")
-    if cache_device not in CACHE_DEVICES:
-        raise RhymeFlowInputError(f"unknown cache device {cache_device!r}; use one of {', '.join(CACHE_DEVICES)}.")
+    config = ProjectionConfig(context, cache_device)   # refuses unknown settings
     adapter = adapter_for(model)  # refuses unsupported models now, not at sampling time
     patched = model.clone()
-    patched.model_options.setdefault("transformer_options", {})[KEY] = ProjectionConfig(context, cache_device, adapter.name)
+    patched.model_options.setdefault("transformer_options", {})[KEY] = replace(config, adapter=adapter.name)
     patched.remove_wrappers_with_key(compat.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
     patched.remove_wrappers_with_key(compat.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
     patched.add_wrapper_with_key(compat.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
@@ -52,11 +50,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     try:
         return executor(*args, **kwargs)
     finally:
-        run.close()
-        _log_report(run.report)
-        config.reports.append(run.report)
-        del config.reports[:-8]  # a short history is enough for tools and tests
         guider.model_options = original_options
+        report.deliver(run.close())
 
 
 def _wrap_outside_step_caches(model_options: dict, model_patcher) -> None:
@@ -80,19 +75,26 @@ def _wrap_outside_step_caches(model_options: dict, model_patcher) -> None:
 def diffusion_model_wrapper(executor, *args, **kwargs):
     to = compat.transformer_options_of(args, kwargs)
     run = to.get(KEY)
-    if isinstance(run, RhymeFlowRun) and not run.inputs_seen:
-        run.inputs_seen = True
-        run.conditioned_frames = set(run.adapter.conditioned_frames(executor.class_obj, args, kwargs))
-    if not isinstance(run, RhymeFlowRun) or run.plan is None or run.plan.kind == FULL:
-        if isinstance(run, RhymeFlowRun):
-            run.calls[FULL] += 1
+    if not isinstance(run, RhymeFlowRun):
         return executor(*args, **kwargs)
-    return run.adapter.forward(executor.class_obj, run, to, args, kwargs)
+    diffusion_model = executor.class_obj
+    if not run.inputs_seen:
+        run.inputs_seen = True
+        run.conditioned_frames = set(run.adapter.conditioned_frames(diffusion_model, args, kwargs))
+    kind = FULL if run.plan is None else run.plan.kind
+    # Every call is counted here, whatever it computes: rows are the video-token queries it sends through the blocks.
+    frames, per_frame = run.adapter.token_grid(diffusion_model, args, kwargs)
+    batch = (args[0] if args else kwargs["x"]).shape[0]
+    run.report.count_call(kind, (len(run.plan.keyframes) if kind == ACTIVE else frames) * per_frame * batch)
+    if kind == FULL:
+        return executor(*args, **kwargs)
+    return run.adapter.forward(diffusion_model, run, to, args, kwargs)
 
 
-def _log_report(report: dict) -> None:
-    if "steps" not in report:
-        return  # interrupted or failed before the end
-    compat.log.info("RhymeFlow: %d steps, %d full / %d active passes, keyframes %s, sampler %.2f s, cache peak %.1f MB",
-                    report["steps"], report["full_steps"], report["active_steps"], report["keyframes"],
-                    report["sampler_seconds"], report["cache_peak_bytes"] / 1e6, extra={"rhymeflow_report": report})
+def pass_kind(transformer_options: dict) -> str | None:
+    """What the model call with these transformer_options computes under RhymeFlow ("full", "record",
+    "active"), or None outside a RhymeFlow run: for tools that time passes by kind."""
+    run = transformer_options.get(KEY)
+    if not isinstance(run, RhymeFlowRun):
+        return None
+    return FULL if run.plan is None else run.plan.kind

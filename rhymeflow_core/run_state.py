@@ -6,26 +6,48 @@ so nothing survives a run and clones of the MODEL never share state.
 """
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass
 
 import torch
 
-from .cache import ContextCache
+from .cache import CACHE_DEVICES, ContextCache
+from .errors import RhymeFlowInputError
+from .report import RunReport
 
 KEY = "rhymeflow"
-CONTEXT_MODES = ("kv_cache", "hidden_cache", "keyframe_only")
 
-FULL, RECORD, ACTIVE = "full", "record", "active"
+FULL, RECORD, ACTIVE = "full", "record", "active"   # what a model call computes
+
+
+class ContextMode(str, enum.Enum):
+    """What an active pass knows of the non-keyframes (docs/algorithm.md §4)."""
+    KV_CACHE = "kv_cache"            # their roped keys/values from the last rhythmic point
+    HIDDEN_CACHE = "hidden_cache"    # their block inputs, re-modulated and re-projected every pass (the reference code)
+    KEYFRAME_ONLY = "keyframe_only"  # nothing: keyframes attend to each other only (the paper's "w/o projection")
+
+    def __str__(self) -> str:   # the value in messages and logs, on every Python version
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+CONTEXT_MODES = tuple(m.value for m in ContextMode)
 
 
 @dataclass(frozen=True)
 class ProjectionConfig:
-    context: str = "kv_cache"
+    context: ContextMode = ContextMode.KV_CACHE
     cache_device: str = "auto"
     adapter: str = "wan"
-    # Written after each run, read by tools and tests; never read by sampling itself.
-    reports: list = field(default_factory=list, compare=False, hash=False)
+
+    def __post_init__(self):
+        if self.context not in CONTEXT_MODES:
+            raise RhymeFlowInputError(f"unknown context mode {self.context!r}; use one of {', '.join(CONTEXT_MODES)}.")
+        if self.cache_device not in CACHE_DEVICES:
+            raise RhymeFlowInputError(f"unknown cache device {self.cache_device!r}; use one of {', '.join(CACHE_DEVICES)}.")
+        object.__setattr__(self, "context", ContextMode(self.context))
 
 
 @dataclass(frozen=True)
@@ -41,9 +63,8 @@ class RhymeFlowRun:
         self.adapter = adapter
         self.plan: PassPlan | None = None
         self.cache = ContextCache(config.cache_device)
-        self.calls: Counter = Counter()       # model calls seen inside the diffusion model, by kind
         self.memo: dict = {}                   # index tensors / RoPE rows reused across calls
-        self.report: dict = {}
+        self.report = RunReport()
         # Frames the model's own inputs condition (e.g. Wan I2V's concat mask), seen on the first call.
         self.conditioned_frames: set[int] = set()
         self.inputs_seen = False
@@ -51,15 +72,18 @@ class RhymeFlowRun:
     def set_plan(self, kind: str, keyframes=()) -> None:
         self.plan = PassPlan(kind, tuple(keyframes))
 
-    def row_index(self, name: str, build, device: torch.device):
+    def row_index(self, name, build, device: torch.device):
         key = (name, device)
         if key not in self.memo:
             self.memo[key] = build()
         return self.memo[key]
 
-    def close(self) -> None:
-        self.report.setdefault("cache_peak_bytes", self.cache.peak_bytes)
-        self.report["model_calls"] = dict(self.calls)
+    def close(self) -> RunReport:
+        """Free the cache and everything memoised; the report gets the cache's placement and size."""
+        report = self.report
+        report.cache_peak_bytes = self.cache.peak_bytes
+        report.cache_device = None if self.cache.device is None else str(self.cache.device)
         self.cache.clear()
         self.memo.clear()
         self.plan = None
+        return report

@@ -11,7 +11,7 @@ import torch
 from .errors import RhymeFlowInputError
 from .keyframes import STRATEGIES, KeyframeSpec, parse_manual_frames, select_keyframes
 from .presets import CUSTOM, PRESET_NAMES, resolve_schedule
-from .sampler import SamplerSettings, check_inputs
+from .sampling_loop import SamplerSettings, check_inputs
 from .schedule import ScheduleSettings, build_schedule
 
 # Cost of an active pass as a fraction of a full pass, by keyframe count M: measured for Wan 2.1

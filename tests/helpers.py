@@ -7,12 +7,13 @@ import comfy.model_management
 import comfy.samplers
 import torch
 
+from rhymeflow_core import report
 from rhymeflow_core.demo_model import load_tiny_wan
 from rhymeflow_core.keyframes import KeyframeSpec
 from rhymeflow_core.patch import apply_trajectory_projection
 from rhymeflow_core.run_state import KEY
-from rhymeflow_core.sampler import SamplerSettings
-from rhymeflow_core.sampler_object import RhymeFlowKSampler
+from rhymeflow_core.sampler_object import RhymeFlowSamplerObject
+from rhymeflow_core.sampling_loop import SamplerSettings
 from rhymeflow_core.schedule import ScheduleSettings
 
 _MODELS: dict = {}
@@ -43,7 +44,7 @@ def sigmas_for(model, steps: int, scheduler: str = "simple") -> torch.Tensor:
 
 
 def rhymeflow(solver="euler", warmup=3, min_stride=2, max_stride=3, strategy="uniform", count=2, progressive=True, **kf):
-    return RhymeFlowKSampler(SamplerSettings(ScheduleSettings(warmup, min_stride, max_stride, progressive=progressive),
+    return RhymeFlowSamplerObject(SamplerSettings(ScheduleSettings(warmup, min_stride, max_stride, progressive=progressive),
                                              KeyframeSpec(strategy, count, **kf), solver))
 
 
@@ -86,8 +87,14 @@ def capture_runs(model) -> list:
     return runs
 
 
-def last_report(model) -> dict:
-    return model.model_options["transformer_options"][KEY].reports[-1]
+# Every run's report, through the pack's one observer hook (rhymeflow_core/report.py).
+REPORTS: list = []
+report.add_observer(REPORTS.append, key="tests")
+
+
+def last_report(_model=None) -> report.RunReport:
+    """The report of the last run that closed (tests sample one run at a time)."""
+    return REPORTS[-1]
 
 
 class PassProbe:

@@ -10,8 +10,8 @@ from rhymeflow_core.demo_model import tiny_wan_state_dict
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec
 from rhymeflow_core.patch import apply_trajectory_projection
-from rhymeflow_core.sampler import SamplerSettings
-from rhymeflow_core.sampler_object import RhymeFlowKSampler
+from rhymeflow_core.sampler_object import RhymeFlowSamplerObject
+from rhymeflow_core.sampling_loop import SamplerSettings
 from rhymeflow_core.schedule import ScheduleSettings
 
 
@@ -48,7 +48,7 @@ def test_warmup_not_below_steps():
 def test_manual_keyframe_out_of_range():
     model = tiny_model()
     latent, noise = latent_and_noise(5, 8)
-    sampler = RhymeFlowKSampler(SamplerSettings(ScheduleSettings(3, 2, 3), KeyframeSpec("manual", manual=(0, 7)), "euler"))
+    sampler = RhymeFlowSamplerObject(SamplerSettings(ScheduleSettings(3, 2, 3), KeyframeSpec("manual", manual=(0, 7)), "euler"))
     refuses("manual keyframe 7 is out of range .* 5 latent frames", patched(model), sampler, sigmas_for(model, 10), latent, noise)
 
 

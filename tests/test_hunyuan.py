@@ -168,7 +168,7 @@ def test_every_frame_a_keyframe_reproduces_comfyui_sampler(version, solver, cfg,
     ours = sample(p, rhymeflow(solver, warmup=3, count=FRAMES), sigmas, latent, noise, cfg=cfg, cond=cond, uncond=uncond)
     assert rel_err(ours, dense) <= (1e-6 if solver == "euler" else 1e-5)
     report = last_report(p)
-    assert report["model_calls"]["active"] == report["active_steps"] > 0, "the all-keyframe run did take active passes"
+    assert report.model_calls["active"] == report.active_passes > 0, "the all-keyframe run did take active passes"
 
 
 @pytest.mark.parametrize("version", ["1.0", "1.5"])
@@ -184,8 +184,8 @@ def test_pass_counts_follow_the_schedule_and_sparse_keyframes_skip_work(version)
         ours = sample(p, rhymeflow("euler", 6, 3, 5, count=2), sigmas, latent, noise, cond=cond, uncond=uncond)
     schedule = build_schedule(steps, ScheduleSettings(6, 3, 5))
     report = last_report(p)
-    assert (report["full_steps"], report["active_steps"]) == (schedule.full_passes, schedule.active_passes) == (10, 10)
-    assert report["model_calls"]["active"] == 10   # cond + uncond batched into one call per step
+    assert (report.full_passes, report.active_passes) == (schedule.full_passes, schedule.active_passes) == (10, 10)
+    assert report.model_calls["active"] == 10   # cond + uncond batched into one call per step
     full_rows, key_rows = 2 * FRAMES * per_frame(version), 2 * 2 * per_frame(version)
     assert probe.rows["img"] == 10 * full_rows + 10 * key_rows, "active passes project keyframe image rows only"
     err = rel_err(ours, dense)
@@ -253,7 +253,7 @@ def test_v10_token_replace_image_to_video():
     p = patched(m)
     sparse = sample(p, rhymeflow("euler", 4, 2, 3, count=2), sigmas, latent, noise, cond=cond, uncond=uncond, mask=mask, cfg=1.0)
     report = last_report(p)
-    assert report["conditioned_frames"] == [0] and report["model_calls"]["active"] > 0
+    assert report.conditioned_frames == [0] and report.model_calls["active"] > 0
     assert 1e-4 < rel_err(sparse, dense) < 0.5
     assert float((sparse[:, :, 0] - latent[:, :, 0]).abs().max()) <= 1e-5, "the image frame stays the given latent"
 

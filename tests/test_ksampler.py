@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from helpers import conds, rel_err, tiny_model
+from rhymeflow_core.all_in_one import sample_latent, scheduler_sigmas
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec
-from rhymeflow_core.ksampler import sample_latent, scheduler_sigmas
-from rhymeflow_core.sampler import SamplerSettings
+from rhymeflow_core.report import observe
+from rhymeflow_core.sampling_loop import SamplerSettings
 from rhymeflow_core.schedule import ScheduleSettings
 from tools import headless
 
@@ -18,11 +19,11 @@ def _latent():
     return {"samples": torch.zeros(1, 16, FRAMES, SIZE, SIZE)}
 
 
-def _ours(model, settings, steps=12, denoise=1.0, preset="custom", latent=None, on_report=None, solver="uni_pc"):
+def _ours(model, settings, steps=12, denoise=1.0, preset="custom", latent=None, solver="uni_pc"):
     cond, uncond = conds()
     settings = SamplerSettings(settings.schedule, settings.keyframes, solver)
     return sample_latent(model, 7, steps, 5.0, "simple", cond, uncond, latent or _latent(), denoise, settings, preset,
-                         "kv_cache", "auto", on_report)["samples"]
+                         "kv_cache", "auto", source="9")["samples"]
 
 
 def _ksampler(model, steps=12, denoise=1.0, latent=None, solver="uni_pc"):
@@ -45,12 +46,11 @@ def test_every_frame_a_keyframe_is_ksampler(denoise, solver):
 
 def test_two_keyframes_differ_from_dense_and_report_the_preset_schedule():
     model = tiny_model()
-    reports = []
-    ours = _ours(model, SamplerSettings(ScheduleSettings(), KeyframeSpec("uniform", 2)), steps=20, preset="balanced",
-                 on_report=reports.append)
+    with observe() as reports:
+        ours = _ours(model, SamplerSettings(ScheduleSettings(), KeyframeSpec("uniform", 2)), steps=20, preset="balanced")
     assert torch.isfinite(ours).all() and not torch.allclose(ours, _ksampler(model, steps=20))
     (report,) = reports
-    assert (report["full_passes"], report["active_passes"], report["schedule"].warmup_steps) == (9, 11, 4)
+    assert (report.full_passes, report.active_passes, report.schedule.warmup_steps, report.source) == (9, 11, 4, "9")
 
 
 def test_input_model_is_not_changed_and_bad_input_is_refused():

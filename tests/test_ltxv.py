@@ -164,7 +164,7 @@ def test_every_frame_a_keyframe_reproduces_comfyui_sampler(solver, context, cond
     ours = sample(p, rhymeflow(solver, warmup=3, count=FRAMES), sigmas, latent, noise, cond=cond, uncond=uncond, mask=mask)
     # Float summation order only (the newer host's LTXV blocks reach 1.03e-6 with euler).
     assert rel_err(ours, dense) <= (2e-6 if solver == "euler" else 1e-5)
-    assert last_report(p)["model_calls"]["active"] > 0
+    assert last_report(p).model_calls["active"] > 0
     if mask is not None and solver == "euler":  # uni_pc's last update does not land exactly on the mask (dense neither)
         kept = float((ours[:, :, 0] - latent[:, :, 0]).abs().max())
         assert kept <= 1e-5, "the conditioning frame stays the given latent"
@@ -188,8 +188,8 @@ def test_pass_counts_follow_the_schedule_and_sparse_keyframes_skip_work():
         handle.remove()
     schedule = build_schedule(steps, ScheduleSettings(6, 3, 5))
     report = last_report(p)
-    assert (report["full_steps"], report["active_steps"]) == (schedule.full_passes, schedule.active_passes) == (10, 10)
-    assert report["conditioned_frames"] == [0], "the noise mask's kept frame is reported (and is a keyframe)"
+    assert (report.full_passes, report.active_passes) == (schedule.full_passes, schedule.active_passes) == (10, 10)
+    assert report.conditioned_frames == [0], "the noise mask's kept frame is reported (and is a keyframe)"
     expected = ["active" if r == "active" else "full" for r in schedule.roles()]
     assert ["full" if n == 2 * FRAMES * P else "active" for n in q_rows] == expected
     assert all(n == 2 * 2 * P for n, kind in zip(q_rows, expected, strict=True) if kind == "active")

@@ -6,12 +6,13 @@ import types
 import pytest
 import torch
 
-from helpers import conds, latent_and_noise, patched, sample, sigmas_for, tiny_model
+from helpers import conds, last_report, latent_and_noise, patched, sample, sigmas_for, tiny_model
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec
 from rhymeflow_core.presets import PRESETS, resolve_schedule
-from rhymeflow_core.sampler import SamplerSettings
-from rhymeflow_core.sampler_object import RhymeFlowKSampler
+from rhymeflow_core.report import observe
+from rhymeflow_core.sampler_object import RhymeFlowSamplerObject
+from rhymeflow_core.sampling_loop import SamplerSettings
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
 from rhymeflow_core.schedule_view import active_cost, view_from_request
 
@@ -45,7 +46,7 @@ def test_custom_uses_the_widgets_and_unknown_presets_are_refused():
     with pytest.raises(RhymeFlowInputError, match="unknown preset 'turbo'"):
         resolve_schedule("turbo", CUSTOM, 30)
     with pytest.raises(RhymeFlowInputError, match="unknown preset"):
-        RhymeFlowKSampler(SamplerSettings(), "turbo")
+        RhymeFlowSamplerObject(SamplerSettings(), "turbo")
 
 
 def test_preset_warmup_keeps_a_step_to_accelerate():
@@ -57,25 +58,31 @@ def test_preset_warmup_keeps_a_step_to_accelerate():
 def test_sampler_resolves_the_preset_for_the_run_it_gets():
     model = patched(tiny_model())
     latent, noise = latent_and_noise(5, 8)
-    reports = []
     settings = SamplerSettings(CUSTOM, KeyframeSpec("uniform", 2), "euler")
-    sample(model, RhymeFlowKSampler(settings, "fast", reports.append), sigmas_for(model, 20), latent, noise)
+    with observe() as reports:
+        sample(model, RhymeFlowSamplerObject(settings, "fast", source="7"), sigmas_for(model, 20), latent, noise)
     (report,) = reports
-    assert (report["full_passes"], report["active_passes"]) == (7, 13)  # fast at 20 steps, not the custom widgets
-    assert report["schedule"] == resolve_schedule("fast", CUSTOM, 20)
-    assert report["keyframes"] == [0, 4] and report["frames"] == 5 and report["steps"] == 20
-    assert report["estimated_dense_seconds"] > 0 and report["step_seconds"] > 0
-    assert report["seconds_saved"] == pytest.approx(report["estimated_dense_seconds"] - report["step_seconds"])
+    assert report.completed and report.preset == "fast" and report.source == "7"
+    assert (report.full_passes, report.active_passes) == (7, 13)  # fast at 20 steps, not the custom widgets
+    assert report.schedule == resolve_schedule("fast", CUSTOM, 20) and report.warmup_steps == 3
+    assert report.keyframes == [0, 4] and report.frames == 5 and report.steps == 20
+    assert report.estimated_dense_seconds > 0 and len(report.step_seconds) == 20
+    assert report.seconds_saved == pytest.approx(report.estimated_dense_seconds - sum(report.step_seconds))
 
 
-def test_the_sampler_object_still_samples_without_a_report_callback():
+def test_a_failing_report_observer_never_fails_the_run():
     model = patched(tiny_model())
     latent, noise = latent_and_noise(5, 8)
     settings = SamplerSettings(CUSTOM, KeyframeSpec("uniform", 2), "euler")
     sigmas = sigmas_for(model, 12)
-    with_report = sample(model, RhymeFlowKSampler(settings, "balanced", lambda r: None), sigmas, latent, noise)
-    plain = sample(model, RhymeFlowKSampler(settings, "balanced"), sigmas, latent, noise)
-    assert torch.equal(with_report, plain)
+
+    def broken(_report):
+        raise RuntimeError("display problem")
+
+    with observe(broken):
+        observed = sample(model, RhymeFlowSamplerObject(settings, "balanced"), sigmas, latent, noise)
+    plain = sample(model, RhymeFlowSamplerObject(settings, "balanced"), sigmas, latent, noise)
+    assert torch.equal(observed, plain)
 
 
 # ---- the schedule view's data ----------------------------------------------------------------
@@ -175,7 +182,7 @@ def test_without_a_server_there_is_no_route_and_no_report(monkeypatch):
     monkeypatch.delitem(sys.modules, "server", raising=False)
     routes = _pack_routes()
     assert routes.register_routes() is False
-    assert routes.report_sender("15", "custom", KeyframeSpec()) is None
+    routes.send_report(last_report())   # nowhere to send: nothing happens
 
 
 def test_report_event_reaches_the_client_that_queued(fake_server):
@@ -183,9 +190,17 @@ def test_report_event_reaches_the_client_that_queued(fake_server):
     model = patched(tiny_model())
     latent, noise = latent_and_noise(5, 8)
     settings = SamplerSettings(CUSTOM, KeyframeSpec("uniform", 3), "euler")
-    sender = routes.report_sender("15", "balanced", settings.keyframes)
+    assert routes.register_routes()
+    # The pack as ComfyUI loaded it (its own module copy) now sends every report through its report hook.
+    pack_report = sys.modules[routes.__name__.rsplit(".nodes.routes", 1)[0] + ".rhymeflow_core.report"]
+    assert pack_report._observers[routes.EVENT] is routes.send_report
     cond, uncond = conds()
-    sample(model, RhymeFlowKSampler(settings, "balanced", sender), sigmas_for(model, 20), latent, noise, cond=cond, uncond=uncond)
+    sample(model, RhymeFlowSamplerObject(settings, "balanced"), sigmas_for(model, 20), latent, noise, cond=cond, uncond=uncond)
+    routes.send_report(last_report())
+    assert not fake_server.sent, "a run no node asked for (no source) is not sent to the browser"
+    sample(model, RhymeFlowSamplerObject(settings, "balanced", source="15"), sigmas_for(model, 20), latent, noise,
+           cond=cond, uncond=uncond)
+    routes.send_report(last_report())
     ((event, data, sid),) = fake_server.sent
     assert (event, sid, data["node"], data["preset"]) == ("rhymeflow.report", "client-1", "15", "balanced")
     report, view = data["report"], data["view"]

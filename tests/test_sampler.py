@@ -65,8 +65,8 @@ def test_pass_counts_seen_inside_the_model_follow_the_schedule(steps, warmup, n_
     expected = build_schedule(steps, ScheduleSettings(warmup, n_min, n_max)).roles()
     assert kinds == ["active" if r == "active" else "full" for r in expected]
     report = last_report(p)
-    assert (report["full_steps"], report["active_steps"]) == (full, active)
-    assert report["model_calls"]["active"] == active
+    assert (report.full_passes, report.active_passes) == (full, active)
+    assert report.model_calls["active"] == active
 
 
 def test_cond_and_uncond_in_separate_calls_keep_separate_caches():
@@ -82,7 +82,7 @@ def test_cond_and_uncond_in_separate_calls_keep_separate_caches():
     assert rel_err(all_key, dense) <= 1e-5
     p = patched(model)
     sparse = sample(p, rhymeflow("euler", count=2), sigmas, latent, noise, cond=cond, uncond=uncond)
-    assert last_report(p)["model_calls"]["active"] == 2 * build_schedule(12, ScheduleSettings(3, 2, 3)).active_passes
+    assert last_report(p).model_calls["active"] == 2 * build_schedule(12, ScheduleSettings(3, 2, 3)).active_passes
     assert torch.isfinite(sparse).all()
 
 
@@ -107,7 +107,7 @@ def test_input_model_untouched_and_runs_repeatable_and_cache_freed():
     assert len(distinct) == 2, "each sampling run gets its own state"
     for run in runs:
         assert not run.cache.entries and run.plan is None, "no cache survives a run"
-    assert last_report(p)["cache_peak_bytes"] > 0
+    assert last_report(p).cache_peak_bytes > 0
     # The patched model with a stock sampler samples exactly like the original.
     assert torch.equal(sample(p, stock, sigmas, latent, noise), before)
 
@@ -170,7 +170,7 @@ def test_partial_denoise_sigmas():
     assert rel_err(sample(patched(model), rhymeflow("euler", count=FRAMES), sigmas, latent, noise), dense) <= 1e-5
     p = patched(model)
     sample(p, rhymeflow("euler", warmup=2, count=2), sigmas, latent, noise)
-    assert last_report(p)["steps"] == 10
+    assert last_report(p).steps == 10
 
 
 def test_two_expert_split_is_a_synchronisation_point():
@@ -189,11 +189,12 @@ def test_two_expert_split_is_a_synchronisation_point():
     dense = two_experts(euler, euler, high, low)
     every = two_experts(rhymeflow("euler", 2, count=FRAMES), rhymeflow("euler", 1, count=FRAMES), patched(high), patched(low))
     assert rel_err(every, dense) <= 1e-5
-    ph, pl = patched(high), patched(low)
-    sparse = two_experts(rhymeflow("euler", 2, 2, 3, count=2), rhymeflow("euler", 1, 3, 5, count=2), ph, pl)
+    with observe() as reports:
+        sparse = two_experts(rhymeflow("euler", 2, 2, 3, count=2), rhymeflow("euler", 1, 3, 5, count=2), patched(high), patched(low))
     assert torch.isfinite(sparse).all()
-    assert last_report(ph)["active_steps"] == build_schedule(8, ScheduleSettings(2, 2, 3)).active_passes
-    assert last_report(pl)["active_steps"] == build_schedule(8, ScheduleSettings(1, 3, 5)).active_passes
+    high_run, low_run = reports
+    assert high_run.active_passes == build_schedule(8, ScheduleSettings(2, 2, 3)).active_passes
+    assert low_run.active_passes == build_schedule(8, ScheduleSettings(1, 3, 5)).active_passes
 
 
 def test_progress_callback_every_step_with_full_size_previews():
@@ -308,7 +309,7 @@ def test_easycache_in_either_order_never_skips_a_recording_pass(easycache_first)
         out = sample(p, rhymeflow("euler", 4, 3, 5, count=2), sigmas, latent, noise)
     schedule = build_schedule(16, ScheduleSettings(4, 3, 5))
     report = last_report(p)
-    assert report["model_calls"]["record"] == schedule.full_passes - 4 and report["model_calls"]["active"] == schedule.active_passes
+    assert report.model_calls["record"] == schedule.full_passes - 4 and report.model_calls["active"] == schedule.active_passes
     assert probe.kinds(FULL_ROWS).count("active") == schedule.active_passes
     assert torch.isfinite(out).all()
     assert list(p.wrappers[comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL]) == order, "the user's MODEL keeps its wrapper order"

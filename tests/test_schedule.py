@@ -71,6 +71,6 @@ def test_ideal_speedup_matches_anchor():
 def test_release_defaults_at_template_step_counts(steps, full, active):
     """Decision (README, "Step counts"): warm-up stays 10 absolute steps; at the 20-30 steps of
     ComfyUI's Wan templates that is a conservative schedule, and the README recommends 6 / 4."""
-    from rhymeflow_core.sampler import SamplerSettings
+    from rhymeflow_core.sampling_loop import SamplerSettings
     s = build_schedule(steps, SamplerSettings().schedule)
     assert (s.full_passes, s.active_passes) == (full, active)

@@ -176,7 +176,7 @@ def test_every_frame_a_keyframe_reproduces_comfyui_sampler(variant, solver, cont
     ours = sample(p, rhymeflow(solver, warmup=3, count=FRAMES), sigmas, latent, noise, cond=cond, uncond=uncond, mask=mask)
     assert rel_err(ours, dense) <= (1e-6 if solver == "euler" else 1e-5)
     report = last_report(p)
-    assert report["model_calls"]["active"] == report["active_steps"] > 0, "the all-keyframe run did take active passes"
+    assert report.model_calls["active"] == report.active_passes > 0, "the all-keyframe run did take active passes"
 
 
 @pytest.mark.parametrize("variant", ALL)
@@ -193,9 +193,9 @@ def test_pass_counts_saving_and_conditioned_frames_as_keyframes(variant):
         ours = sample(p, rhymeflow("euler", 6, 3, 5, count=2), sigmas, latent, noise, cond=cond, uncond=uncond, mask=mask)
     report = last_report(p)
     schedule = build_schedule(steps, ScheduleSettings(6, 3, 5))
-    assert (report["full_steps"], report["active_steps"]) == (schedule.full_passes, schedule.active_passes) == (10, 10)
-    assert report["conditioned_frames"] == [0, 2]
-    assert report["keyframes"] == [0, 2, FRAMES - 1]
+    assert (report.full_passes, report.active_passes) == (schedule.full_passes, schedule.active_passes) == (10, 10)
+    assert report.conditioned_frames == [0, 2]
+    assert report.keyframes == [0, 2, FRAMES - 1]
     assert probe.kinds(FRAMES * PER_FRAME).count("active") == 10
     active_rows = sum(c["q"] for c, kind in zip(probe.calls, probe.kinds(FRAMES * PER_FRAME), strict=True) if kind == "active")
     assert active_rows == 10 * 2 * 3 * PER_FRAME, "active passes project the three keyframes' rows only"

@@ -1,15 +1,101 @@
-"""The interface every per-model active-pass adapter implements (one file per model family)."""
+"""The adapter template: what every model family shares, and the one method each family writes.
+
+The DIFFUSION_MODEL wrapper (patch.py) calls `ActivePassAdapter.forward` for each RECORD or
+ACTIVE model call. `forward` does the plumbing once for every family: the family's refusals
+(`check_call`), the block-patch warning, the token grid, and a `PassContext` with the cache
+signature, the effective context mode, the keyframe / non-keyframe rows and the cache calls.
+Then the family's `run_pass` does what differs: the record or active pass over its own blocks.
+Calls and rows are counted by the wrapper, for every kind of pass, from `token_grid`.
+
+Adding a family: docs/architecture.md, "Adding a model family".
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from .. import compat
+from ..run_state import RECORD, ContextMode, RhymeFlowRun
+
+
+def frame_rows(frames, per_frame: int, device) -> torch.Tensor:
+    """Token indices of the given latent frames in a frame-major sequence of `per_frame` rows a frame."""
+    return (torch.as_tensor(list(frames), dtype=torch.long, device=device)[:, None] * per_frame
+            + torch.arange(per_frame, device=device)[None]).reshape(-1)
+
+
+@dataclass
+class PassContext:
+    """One RECORD or ACTIVE pass: which rows are queries, which come from the cache, and the cache calls.
+
+    Rows are video-token rows, frame-major, `per_frame` a latent frame. In cached buffers the
+    keyframe rows come first (`scratch` of them, rewritten by every active pass), then the
+    non-keyframe rows recorded at the rhythmic point.
+    """
+    run: RhymeFlowRun
+    to: dict                   # the call's transformer_options
+    recording: bool            # RECORD (full pass that fills the cache) or ACTIVE
+    frames: int
+    per_frame: int
+    keyframes: tuple[int, ...]
+    key_frames: torch.Tensor   # keyframe indices (long)
+    key_rows: torch.Tensor     # token rows of the keyframes
+    nk_rows: torch.Tensor      # token rows of the non-keyframes
+    mode: ContextMode          # KEYFRAME_ONLY when the user asked for it or every frame is a keyframe
+    signature: tuple           # the cond uuids of this call: cond and uncond keep separate caches
+
+    @classmethod
+    def build(cls, run: RhymeFlowRun, to: dict, frames: int, per_frame: int, device) -> PassContext:
+        keyframes = run.plan.keyframes
+
+        def rows():
+            nonkey = sorted(set(range(frames)) - set(keyframes))
+            return (torch.as_tensor(keyframes, dtype=torch.long, device=device),
+                    frame_rows(keyframes, per_frame, device), frame_rows(nonkey, per_frame, device))
+
+        key_frames, key_rows, nk_rows = run.row_index(("rows", frames, per_frame, keyframes), rows, device)
+        mode = run.config.context if nk_rows.numel() else ContextMode.KEYFRAME_ONLY
+        return cls(run, to, run.plan.kind == RECORD, frames, per_frame, keyframes, key_frames, key_rows, nk_rows,
+                   mode, tuple(to.get("uuids") or ("single",)))
+
+    @property
+    def scratch(self) -> int:
+        return self.key_rows.numel()
+
+    @property
+    def cached(self) -> bool:
+        return self.mode != ContextMode.KEYFRAME_ONLY
+
+    def reserve(self, like: torch.Tensor, blocks: int) -> None:
+        """Place the cache before the first block is stored: `blocks` blocks of the size of `like` (all rows), twice for K and V."""
+        if self.recording and self.cached:
+            per_block = (2 if self.mode == ContextMode.KV_CACHE else 1) * like.numel() * like.element_size()
+            self.run.cache.choose_device(like.device, per_block * blocks)
+
+    def store(self, block: int, *tensors: torch.Tensor, dim: int = 1) -> None:
+        """Record the non-keyframe rows (along `dim`) of each tensor for `block`."""
+        self.run.cache.store(self.signature, block, tensors, self.nk_rows, scratch=self.scratch, dim=dim)
+
+    def load(self, block: int, device) -> tuple[torch.Tensor, ...]:
+        """The recorded buffers of `block`; their first `scratch` rows are free for the fresh keyframe rows."""
+        return self.run.cache.load(self.signature, block, device)
+
+    def with_cached(self, block: int, *fresh: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, ...]:
+        """Fresh keyframe rows written into the scratch rows of `block`'s buffers: [keyframes, cached non-keyframes]."""
+        buffers = self.load(block, fresh[0].device)
+        for buf, rows in zip(buffers, fresh, strict=True):
+            buf.narrow(dim, 0, self.scratch).copy_(rows)
+        return buffers
 
 
 class ActivePassAdapter:
     """Runs RECORD and ACTIVE passes for one model family.
 
-    `forward` is called from the DIFFUSION_MODEL wrapper with the diffusion model (the nn.Module)
-    and the wrapper's own arguments, and must return the model output with the stock shape.
-    In an ACTIVE pass only keyframe rows of the output are meaningful; the rest are zeros.
+    A family implements `matches`, `check_model`, `token_grid` and `run_pass` (and, if its
+    inputs can condition frames, `conditioned_frames`; if some inputs cannot run in these
+    passes, `check_call`). `run_pass` returns the model output with the stock shape; in an
+    ACTIVE pass only keyframe frames are meaningful and the rest are zeros (`scatter_keyframes`).
     """
 
     name = "base"
@@ -28,5 +114,34 @@ class ActivePassAdapter:
         """Latent frames the model's inputs condition on (always keyframes); read on a run's first call."""
         return set()
 
-    def forward(self, diffusion_model, run, transformer_options: dict, args: tuple, kwargs: dict) -> torch.Tensor:
+    def check_call(self, diffusion_model, to: dict, args: tuple, kwargs: dict) -> None:
+        """Raise RhymeFlowInputError for inputs a RECORD or ACTIVE pass cannot honour."""
+
+    def token_grid(self, diffusion_model, args: tuple, kwargs: dict) -> tuple[int, int]:
+        """(latent frames, video-token rows per frame) of this call."""
         raise NotImplementedError
+
+    def run_pass(self, diffusion_model, ctx: PassContext, args: tuple, kwargs: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- the template ------------------------------------------------------------------------
+    def forward(self, diffusion_model, run: RhymeFlowRun, to: dict, args: tuple, kwargs: dict) -> torch.Tensor:
+        self.check_call(diffusion_model, to, args, kwargs)
+        _warn_block_patches(run, to)
+        frames, per_frame = self.token_grid(diffusion_model, args, kwargs)
+        x = args[0] if args else kwargs["x"]
+        ctx = PassContext.build(run, to, frames, per_frame, x.device)
+        return self.run_pass(diffusion_model, ctx, args, kwargs)
+
+
+def scatter_keyframes(out: torch.Tensor, ctx: PassContext) -> torch.Tensor:
+    """[B, C, M, H, W] keyframe outputs -> [B, C, F, H, W] with zeros at non-keyframes (never used)."""
+    full = out.new_zeros((out.shape[0], out.shape[1], ctx.frames) + tuple(out.shape[3:]))
+    return full.index_copy_(2, ctx.key_frames, out)
+
+
+def _warn_block_patches(run: RhymeFlowRun, to: dict) -> None:
+    if to.get("patches_replace", {}).get("dit") and not run.memo.get("warned_block_patches"):
+        run.memo["warned_block_patches"] = True
+        compat.log.warning("RhymeFlow: block-replace patches (e.g. skip-layer guidance) apply only in warm-up passes, "
+                           "not in rhythmic or active passes.")

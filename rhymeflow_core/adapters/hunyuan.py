@@ -5,7 +5,7 @@ Token layout: image tokens are frame-major, P = H'·W' rows per latent frame (pa
 (plus ByT5 / vision tokens in 1.5). Double-stream blocks keep separate image and text weights
 and attend jointly over [image, text]; single-stream blocks run on the concatenated sequence.
 
-Everything before the blocks is ComfyUI's own code (see `_common.model_inputs`): embedded
+Everything before the blocks is ComfyUI's own code (see `block_inputs.model_inputs`): embedded
 guidance, pooled CLIP (`y`), ByT5, vision tokens, the concatenated image latents and masks of
 the I2V/1.5 variants (extra input channels travel with each frame) and the text mask.
 
@@ -28,9 +28,9 @@ from comfy.ldm.hunyuan_video import model as hv_model
 
 from .. import compat
 from ..errors import RhymeFlowInputError
-from ..run_state import RECORD
-from . import _common
-from .base import ActivePassAdapter
+from ..run_state import ContextMode
+from . import block_inputs
+from .base import ActivePassAdapter, scatter_keyframes
 
 # model_base classes sampled through the HunyuanVideo diffusion model that are video models we handle.
 _VIDEO_BASES = ("HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "HunyuanVideo15")
@@ -60,30 +60,29 @@ class HunyuanVideoAdapter(ActivePassAdapter):
         if any(getattr(b, "yak_mlp", False) for b in dm.single_blocks):
             raise RhymeFlowInputError(f"this HunyuanVideo variant uses a gated MLP; supported: {cls.supported}.")
 
-    # ---- entry -------------------------------------------------------------------------------
-    def forward(self, hv, run, to, args, kwargs):
-        call = dict(zip(_FORWARD_ARGS, args, strict=False))  # args may stop early
-        call.update({k: v for k, v in kwargs.items() if k in _FORWARD_ARGS})
+    def check_call(self, hv, to, args, kwargs) -> None:
+        call = _call_args(args, kwargs)
         for name, what in (("ref_latent", "reference latents (guidance_type custom)"), ("control", "ControlNet")):
             if call.get(name) is not None:
                 raise RhymeFlowInputError(f"{what} is not supported in RhymeFlow passes for HunyuanVideo yet; "
                                           "use T2V or image conditioning with guidance_type v1 (concat) or v2 (replace).")
-        _common.warn_block_patches(run, to)
-        x = call["x"]
-        b, _, frames, h, w = x.shape
-        run.calls[run.plan.kind] += 1
 
-        inputs = _common.model_inputs(hv, to, args, kwargs, ("double_block", 0))
+    def token_grid(self, hv, args, kwargs) -> tuple[int, int]:
+        _, _, frames, h, w = _call_args(args, kwargs)["x"].shape
+        return frames, (h // hv.patch_size[1]) * (w // hv.patch_size[2])
+
+    def run_pass(self, hv, ctx, args, kwargs):
+        b, _, frames, h, w = _call_args(args, kwargs)["x"].shape
+        inputs = block_inputs.model_inputs(hv, ctx.to, args, kwargs, ("double_block", 0))
         img, txt, vec, pe, mask = inputs["img"], inputs["txt"], inputs["vec"], inputs["pe"], inputs["attention_mask"]
-        ph, pw = hv.patch_size[1], hv.patch_size[2]
-        grid = (h // ph, w // pw)
-        per_frame = grid[0] * grid[1]
+        grid = (h // hv.patch_size[1], w // hv.patch_size[2])
+        per_frame = ctx.per_frame
         # I2V token replace (guidance_type v2): vec is [B, 2, D], frame 0's image rows take entry 0 (the
         # clean image's timestep), every other row entry 1. Frame 0 is always a keyframe and comes first
         # in every row set this adapter builds (all frames, keyframes, keyframes + non-keyframes).
         clean_rows = 0
         if inputs.get("modulation_dims_img") is not None:
-            if inputs["modulation_dims_img"] != [(0, per_frame, 0), (per_frame, None, 1)] or 0 not in run.plan.keyframes:
+            if inputs["modulation_dims_img"] != [(0, per_frame, 0), (per_frame, None, 1)] or 0 not in ctx.keyframes:
                 raise RhymeFlowInputError(f"unexpected HunyuanVideo per-token modulation {inputs['modulation_dims_img']}; "
                                           "only I2V token replace of the first frame is supported in RhymeFlow passes.")
             clean_rows = per_frame
@@ -96,28 +95,31 @@ class HunyuanVideoAdapter(ActivePassAdapter):
         pe_img, pe_txt = pe[:, :, img_at:img_at + img_len], pe[:, :, txt_at:txt_at + txt_len]
         txt_mask = None if mask is None else mask[..., txt_at:txt_at + txt_len]
 
-        key_rows, nk_rows = _common.row_plan(run, frames, per_frame, img.device)
         # Single blocks: the host applies the same ranges to its joint sequence, so with text first
         # (newer ComfyUI) the clean entry lands on the first text rows (and image rows past the text).
         single_clean = (clean_rows, 0)
         if clean_rows and compat.hunyuan_text_first(hv):
             single_clean = (max(0, clean_rows - txt_len), min(txt_len, clean_rows))
-        stream = _Stream(run, to, tuple(to.get("uuids") or ("single",)), vec, txt_mask, nk_rows, clean_rows, single_clean)
-        if run.plan.kind == RECORD:
-            stream.begin_record(img, len(hv.double_blocks) + len(hv.single_blocks))
-            out_img = stream.run_blocks(hv, img, txt, pe_img, pe_txt, pe_nk=None)
+        stream = _Stream(ctx, vec, txt_mask, clean_rows, single_clean)
+        if ctx.recording:
+            ctx.reserve(img, len(hv.double_blocks) + len(hv.single_blocks))
+            out_img = stream.run_blocks(hv, img, txt, pe_img, pe_txt)
             out_frames = frames
         else:
-            stream.begin_active(key_rows.numel())
-            pe_nk = pe_img.index_select(2, nk_rows) if stream.mode == "hidden_cache" else None
-            out_img = stream.run_blocks(hv, img.index_select(1, key_rows), txt, pe_img.index_select(2, key_rows), pe_txt, pe_nk)
-            out_frames = len(run.plan.keyframes)
+            if ctx.mode == ContextMode.HIDDEN_CACHE:
+                stream.pe_buf = torch.cat([pe_img.index_select(2, ctx.key_rows), pe_img.index_select(2, ctx.nk_rows)], dim=2)
+            out_img = stream.run_blocks(hv, img.index_select(1, ctx.key_rows), txt, pe_img.index_select(2, ctx.key_rows), pe_txt)
+            out_frames = len(ctx.keyframes)
         dims = [(0, clean_rows, 0), (clean_rows, None, 1)] if clean_rows else None
         out = hv.final_layer(out_img, vec, modulation_dims=dims)
         out = _unpatchify(out, b, hv.out_channels, (out_frames,) + grid, hv.patch_size)
-        if run.plan.kind != RECORD:
-            out = _common.scatter_frames(out, run.plan.keyframes, frames)
-        return out
+        return out if ctx.recording else scatter_keyframes(out, ctx)
+
+
+def _call_args(args, kwargs) -> dict:
+    call = dict(zip(_FORWARD_ARGS, args, strict=False))  # args may stop early
+    call.update({k: v for k, v in kwargs.items() if k in _FORWARD_ARGS})
+    return call
 
 
 def _unpatchify(t, b, channels, grid, patch):
@@ -147,29 +149,12 @@ class _Stream:
     part is [keyframes (scratch rows of the cached buffer), cached non-keyframes].
     """
 
-    def __init__(self, run, to, signature, vec, txt_mask, nk_rows, clean_rows=0, single_clean=(0, 0)):
-        self.run, self.to, self.signature, self.vec, self.txt_mask, self.nk_rows = run, to, signature, vec, txt_mask, nk_rows
+    def __init__(self, ctx, vec, txt_mask, clean_rows=0, single_clean=(0, 0)):
+        self.ctx, self.to, self.vec, self.txt_mask = ctx, ctx.to, vec, txt_mask
         self.clean_rows, self.single_clean = clean_rows, single_clean
-        self.mode = _common.cache_mode(run, nk_rows)
-        self.recording = False
+        self.pe_buf = None   # hidden_cache in ACTIVE passes: RoPE rows of [keyframes, cached non-keyframes]
 
-    def begin_record(self, img, blocks: int):
-        self.recording = True
-        if self.mode != "keyframe_only":
-            b, rows, dim = img.shape
-            per_block = (2 if self.mode == "kv_cache" else 1) * b * rows * dim * img.element_size()
-            self.run.cache.choose_device(img.device, per_block * blocks)
-
-    def begin_active(self, key_rows: int):
-        self.recording = False
-        self.a = key_rows
-        if self.run.config.context == "keyframe_only":
-            self.mode = "keyframe_only"
-
-    def run_blocks(self, hv, img, txt, pe_img, pe_txt, pe_nk):
-        if self.recording:
-            self.a = img.shape[1] - self.nk_rows.numel()
-        self.pe_buf = None if pe_nk is None else torch.cat([pe_img, pe_nk], dim=2)
+    def run_blocks(self, hv, img, txt, pe_img, pe_txt):
         to = self.to
         to["total_blocks"], to["block_type"] = len(hv.double_blocks), "double"
         for i, block in enumerate(hv.double_blocks):
@@ -185,26 +170,21 @@ class _Stream:
     def _image_kv(self, index, rows_in, k, v, project):
         """Keys/values of all image rows this pass attends to, recording or reading the cache.
 
-        rows_in: the block-input image rows of this pass; k, v: their fresh roped K/V;
+        rows_in: the block-input image rows of this pass; k, v: their fresh roped K/V [B, H, L, d];
         project(rows, pe) -> (k, v) for hidden_cache re-projection.
         """
-        run, sig = self.run, self.signature
-        if self.mode == "keyframe_only":
+        ctx = self.ctx
+        if not ctx.cached:
             return k, v
-        if self.recording:
-            if self.mode == "kv_cache":
-                run.cache.store(sig, index, (_common.scratch_buffer(k, self.nk_rows, self.a, 2),
-                                             _common.scratch_buffer(v, self.nk_rows, self.a, 2)))
+        if ctx.recording:
+            if ctx.mode == ContextMode.KV_CACHE:
+                ctx.store(index, k, v, dim=2)
             else:
-                run.cache.store(sig, index, (_common.scratch_buffer(rows_in, self.nk_rows, self.a, 1),))
+                ctx.store(index, rows_in)
             return k, v
-        if self.mode == "kv_cache":
-            k_buf, v_buf = run.cache.load(sig, index, k.device)
-            k_buf[:, :, :self.a] = k
-            v_buf[:, :, :self.a] = v
-            return k_buf, v_buf
-        (hidden,) = run.cache.load(sig, index, rows_in.device)
-        hidden[:, :self.a] = rows_in
+        if ctx.mode == ContextMode.KV_CACHE:
+            return ctx.with_cached(index, k, v, dim=2)
+        (hidden,) = ctx.with_cached(index, rows_in)
         return project(hidden, self.pe_buf)
 
     def _attention(self, q, k, v, heads):

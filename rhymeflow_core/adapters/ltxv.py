@@ -4,7 +4,7 @@ Token layout: patch 1x1x1 on the 128-channel latent (8x temporal, 32x spatial co
 P = H·W rows per latent frame, frame-major. Text enters by cross-attention only (keys/values
 from the projected T5 tokens, queries from image rows), so text tokens never need caching.
 
-Everything before the blocks is ComfyUI's own code (`_common.model_inputs`): patch embedding,
+Everything before the blocks is ComfyUI's own code (`block_inputs.model_inputs`): patch embedding,
 the RoPE table from pixel coordinates and frame rate, the caption projection and mask.
 Per-token timesteps (model_base.LTXV turns the noise mask of image-to-video / LTXVAddGuide into
 one timestep per token) are per-row AdaLN vectors, so an active pass simply takes the keyframe
@@ -27,9 +27,9 @@ from comfy.ldm.lightricks import model as ltx_model
 
 from .. import compat
 from ..errors import RhymeFlowInputError
-from ..run_state import RECORD
-from . import _common
-from .base import ActivePassAdapter
+from ..run_state import ContextMode
+from . import block_inputs
+from .base import ActivePassAdapter, scatter_keyframes
 
 
 class LTXVAdapter(ActivePassAdapter):
@@ -51,34 +51,33 @@ class LTXVAdapter(ActivePassAdapter):
         if tuple(dm.patchifier.patch_size) != (1, 1, 1):
             raise RhymeFlowInputError("the LTXV model patchifies more than one latent frame per token; RhymeFlow needs patch 1x1x1.")
 
-    # ---- entry -------------------------------------------------------------------------------
-    def forward(self, dm, run, to, args, kwargs):
+    def check_call(self, dm, to, args, kwargs) -> None:
         if to.get("stg_skip_self_attn"):
             raise RhymeFlowInputError("spatio-temporal guidance (STG) is not supported in RhymeFlow passes.")
-        _common.warn_block_patches(run, to)
+
+    def token_grid(self, dm, args, kwargs) -> tuple[int, int]:
+        _, _, frames, h, w = args[0].shape
+        return frames, h * w
+
+    def run_pass(self, dm, ctx, args, kwargs):
         x, timestep = args[0], args[1]
         b, channels, frames, h, w = x.shape
-        per_frame = h * w
-        run.calls[run.plan.kind] += 1
-
-        inputs = _common.model_inputs(dm, to, args, kwargs, ("double_block", 0))
+        inputs = block_inputs.model_inputs(dm, ctx.to, args, kwargs, ("double_block", 0))
         if inputs.get("self_attention_mask") is not None:
             raise RhymeFlowInputError("LTXV guide attention strength/masks are not supported in RhymeFlow passes; "
                                       "use guide strength 1.0 without a pixel mask.")
         tokens, context, mask, vec, pe = inputs["img"], inputs["txt"], inputs["attention_mask"], inputs["vec"], inputs["pe"]
-        if tokens.shape[1] != frames * per_frame:
-            raise RhymeFlowInputError(f"LTXV kept {tokens.shape[1]} of {frames * per_frame} tokens (masked guide tokens); "
+        if tokens.shape[1] != frames * ctx.per_frame:
+            raise RhymeFlowInputError(f"LTXV kept {tokens.shape[1]} of {frames * ctx.per_frame} tokens (masked guide tokens); "
                                       "this is not supported in RhymeFlow passes.")
         _, embedded = compat.ltxv_timestep_embedding(dm, timestep, b, tokens.dtype)
-        key_rows, nk_rows = _common.row_plan(run, frames, per_frame, tokens.device)
-        stream = _Stream(run, to, tuple(to.get("uuids") or ("single",)), context, mask, nk_rows)
-
-        if run.plan.kind == RECORD:
+        stream = _Stream(ctx, context, mask)
+        if ctx.recording:
             out = stream.record(dm, tokens, vec, pe)
             return self._head(dm, out, embedded, channels, frames, h, w)
-        out = stream.active(dm, tokens.index_select(1, key_rows), vec, pe, key_rows)
-        out = self._head(dm, out, _rows(embedded, key_rows), channels, len(run.plan.keyframes), h, w)
-        return _common.scatter_frames(out, run.plan.keyframes, frames)
+        out = stream.active(dm, tokens.index_select(1, ctx.key_rows), vec, pe)
+        out = self._head(dm, out, _rows(embedded, ctx.key_rows), channels, len(ctx.keyframes), h, w)
+        return scatter_keyframes(out, ctx)
 
     @staticmethod
     def _head(dm, x, embedded, channels, frames, h, w):
@@ -94,9 +93,8 @@ def _rows(per_token, rows):
 
 
 class _Stream:
-    def __init__(self, run, to, signature, context, mask, nk_rows):
-        self.run, self.to, self.signature, self.context, self.mask, self.nk_rows = run, to, signature, context, mask, nk_rows
-        self.mode = _common.cache_mode(run, nk_rows)
+    def __init__(self, ctx, context, mask):
+        self.ctx, self.to, self.context, self.mask = ctx, ctx.to, context, mask
 
     @staticmethod
     def _modulation(block, vec, x):
@@ -125,50 +123,42 @@ class _Stream:
 
     def record(self, dm, x, vec, pe):
         """A full pass that also records the non-keyframe context for the next active passes."""
-        run, a = self.run, x.shape[1] - self.nk_rows.numel()
-        if self.mode != "keyframe_only":
-            per_block = (2 if self.mode == "kv_cache" else 1) * x.numel() * x.element_size()
-            run.cache.choose_device(x.device, per_block * len(dm.transformer_blocks))
+        ctx = self.ctx
+        ctx.reserve(x, len(dm.transformer_blocks))
         for i, block in enumerate(dm.transformer_blocks):
             self.to["block_index"] = i
             mod = self._modulation(block, vec, x)
-            if self.mode == "hidden_cache":
-                run.cache.store(self.signature, i, (_common.scratch_buffer(x, self.nk_rows, a, 1),))
+            if ctx.mode == ContextMode.HIDDEN_CACHE:
+                ctx.store(i, x)
             y = self._adaln(x, mod[0], mod[1])
             q = self._q(block.attn1, y, pe)
             k, v = self._kv(block.attn1, y, pe)
-            if self.mode == "kv_cache":
-                run.cache.store(self.signature, i, (_common.scratch_buffer(k, self.nk_rows, a, 1),
-                                                    _common.scratch_buffer(v, self.nk_rows, a, 1)))
+            if ctx.mode == ContextMode.KV_CACHE:
+                ctx.store(i, k, v)
             x = self._finish(block, x, q, k, v, mod)
         return x
 
-    def active(self, dm, x, vec, pe, key_rows):
+    def active(self, dm, x, vec, pe):
         """Keyframe rows through every block; non-keyframe K/V from the cache."""
-        run, a = self.run, x.shape[1]
-        mode = run.config.context if self.mode != "keyframe_only" else "keyframe_only"
-        vec_key = _rows(vec, key_rows)
-        pe_key = compat.ltxv_pe_rows(pe, key_rows)
-        if mode == "hidden_cache":
+        ctx = self.ctx
+        vec_key = _rows(vec, ctx.key_rows)
+        pe_key = compat.ltxv_pe_rows(pe, ctx.key_rows)
+        if ctx.mode == ContextMode.HIDDEN_CACHE:
             # Cached buffers hold keyframe rows first; stale rows get their current per-token vectors.
-            buf_rows = torch.cat([key_rows, self.nk_rows])
+            buf_rows = torch.cat([ctx.key_rows, ctx.nk_rows])
             pe_buf, vec_buf = compat.ltxv_pe_rows(pe, buf_rows), _rows(vec, buf_rows)
         for i, block in enumerate(dm.transformer_blocks):
             self.to["block_index"] = i
             mod = self._modulation(block, vec_key, x)
             y = self._adaln(x, mod[0], mod[1])
             q = self._q(block.attn1, y, pe_key)
-            if mode == "hidden_cache":
-                (hidden,) = run.cache.load(self.signature, i, x.device)
-                hidden[:, :a] = x
+            if ctx.mode == ContextMode.HIDDEN_CACHE:
+                (hidden,) = ctx.with_cached(i, x)
                 mod_all = self._modulation(block, vec_buf, hidden)
                 k, v = self._kv(block.attn1, self._adaln(hidden, mod_all[0], mod_all[1]), pe_buf)
             else:
                 k, v = self._kv(block.attn1, y, pe_key)
-                if mode == "kv_cache":
-                    k_buf, v_buf = run.cache.load(self.signature, i, x.device)
-                    k_buf[:, :a] = k
-                    v_buf[:, :a] = v
-                    k, v = k_buf, v_buf
+                if ctx.cached:
+                    k, v = ctx.with_cached(i, k, v)
             x = self._finish(block, x, q, k, v, mod)
         return x

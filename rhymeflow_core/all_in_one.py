@@ -1,6 +1,6 @@
 """The all-in-one RhymeFlow KSampler, assembled from the same pieces as the node chain.
 
-model -> apply_trajectory_projection -> RhymeFlowKSampler sampler object -> ComfyUI's own
+model -> apply_trajectory_projection -> RhymeFlowSamplerObject -> ComfyUI's own
 comfy.sample.sample_custom (CFGGuider inside), with the sigmas KSampler itself computes for the
 scheduler, solver and `denoise`. Only the noise/latent preparation of the host's
 common_ksampler is repeated here, because sample_custom expects it done.
@@ -11,8 +11,8 @@ import torch
 
 from . import compat
 from .patch import apply_trajectory_projection
-from .sampler import SamplerSettings
-from .sampler_object import RhymeFlowKSampler
+from .sampler_object import RhymeFlowSamplerObject
+from .sampling_loop import SamplerSettings
 
 
 def scheduler_sigmas(model, solver: str, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
@@ -25,14 +25,14 @@ def scheduler_sigmas(model, solver: str, scheduler: str, steps: int, denoise: fl
 
 def sample_latent(model, seed: int, steps: int, cfg: float, scheduler: str, positive, negative, latent: dict,
                   denoise: float, settings: SamplerSettings, preset: str, context: str, cache_device: str,
-                  on_report=None) -> dict:
+                  source: str | None = None) -> dict:
     """What KSampler does, with RhymeFlow sampling: returns the sampled LATENT dict."""
     import comfy.sample
     import comfy.utils
     import latent_preview
 
     patched = apply_trajectory_projection(model, context, cache_device)
-    sampler = RhymeFlowKSampler(settings, preset, on_report)
+    sampler = RhymeFlowSamplerObject(settings, preset, source)
     sigmas = scheduler_sigmas(patched, settings.solver, scheduler, steps, denoise)
     out = {k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")}
     if len(sigmas) < 2:  # denoise 0: nothing to sample, like KSampler

@@ -1,4 +1,4 @@
-"""The RhymeFlow sampling loop (spec §3), written as a k-diffusion-style sampler function.
+"""The RhymeFlow sampling loop (docs/algorithm.md §1), written as a k-diffusion-style sampler function.
 
 Per step i, by the schedule's role:
   warm-up   full pass; every frame advanced by the keyframe solver; keyframes are chosen at the
@@ -71,6 +71,22 @@ def _euler_move(z, denoised, sigma, sigma_to):
     return denoised + sigma_to / sigma * (z - denoised)
 
 
+class _StepClock:
+    """Times each step (model call and solver), not the host's callback (previews decode there)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._last = time.perf_counter()
+
+    def lap(self, x: torch.Tensor) -> None:
+        if x.is_cuda:  # kernels run asynchronously: wait for the step before reading the clock
+            torch.cuda.synchronize(x.device)
+        self.seconds.append(time.perf_counter() - self._last)
+
+    def restart(self) -> None:
+        self._last = time.perf_counter()
+
+
 @torch.no_grad()
 def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=None, settings: SamplerSettings = None):
     extra_args = {} if extra_args is None else extra_args
@@ -80,8 +96,14 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     steps, frames = len(sigmas) - 1, x.shape[2]
     schedule = build_schedule(steps, settings.schedule)
     solver = make_solver(settings.solver, sigmas)
+    report = run.report
+    report.steps, report.frames, report.solver = steps, frames, settings.solver
+    report.full_passes, report.active_passes, report.warmup_steps = schedule.full_passes, schedule.active_passes, schedule.warmup
+    report.schedule, report.keyframe_spec = settings.schedule, settings.keyframes
+    report.keyframes = list(range(frames))
     s_in = x.new_ones([x.shape[0]])
     started = time.perf_counter()
+    clock = _StepClock()
 
     keyframes = list(range(frames))   # every frame is advanced by the solver until detection
     nonkey: list[int] = []
@@ -109,7 +131,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
             always = run.conditioned_frames | conditioned_frames(extra_args.get("denoise_mask"), frames)
             keyframes = select_keyframes(denoised, settings.keyframes, always)
             nonkey = sorted(set(range(frames)) - set(keyframes))
-            run.report.update(keyframes=keyframes, conditioned_frames=sorted(always))
+            report.keyframes, report.conditioned_frames = [int(f) for f in keyframes], sorted(always)
         if role == RHYTHMIC:
             z_start, denoised_start, sigma_start = x_in, denoised, sigma
             z_end = _euler_move(x_in, denoised, sigma, sigmas[schedule.group_at(i).end])  # one jump over the group
@@ -120,18 +142,15 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
         x_next = solver.step(i, x_in, denoised)
         if role != WARMUP and nonkey:
             x_next[:, :, nonkey] = _frames(z_end, nonkey)
+        clock.lap(x_next)
         if callback is not None:
             callback({"x": x_in, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+        clock.restart()
         x = x_next
 
     run.plan = None
     x = solver.finish(x, compat.model_sampling_of(model))
-    run.report.update({
-        "steps": steps,
-        "full_steps": schedule.full_passes,
-        "active_steps": schedule.active_passes,
-        "keyframes": run.report.get("keyframes", list(range(frames))),
-        "conditioned_frames": run.report.get("conditioned_frames", []),
-        "sampler_seconds": time.perf_counter() - started,
-    })
+    report.sampler_seconds = time.perf_counter() - started
+    report.time_steps(clock.seconds, [schedule.role(i) in (WARMUP, RHYTHMIC) for i in range(steps)])
+    report.completed = True
     return x
