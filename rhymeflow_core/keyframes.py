@@ -1,4 +1,4 @@
-"""Keyframe selection (spec §3.3): which latent frames are denoised at every step.
+"""Keyframe selection (docs/algorithm.md §3): which latent frames are denoised at every step.
 
 `select_keyframes` is called once, at the last warm-up step, with the CFG-combined clean
 prediction. Every strategy's result gets frames 0 and F-1 added, as the reference does.

@@ -4,7 +4,7 @@ A preset fixes the whole rhythm schedule (warm-up, strides, transitions) and sca
 with the step count, so the same preset works at 20, 30 and 50 steps. `custom` uses the node's
 widgets as given. Solver and keyframes stay with their own inputs in every preset.
 
-Why these values (spec §6, README "Step counts"):
+Why these values (docs/algorithm.md §5, README "Step counts"):
   quality   30 % warm-up, strides 2-3: the paper's own stride setting with a longer warm-up;
             most full passes, closest to dense.
   balanced  20 % warm-up, strides 3-5: the reference code's release setting (10 of 50 steps),

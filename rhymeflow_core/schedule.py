@@ -1,6 +1,6 @@
 """The rhythm schedule: synchronous warm-up, then groups that start at rhythmic points.
 
-Spec §3.1 and §3.4. Every step index gets one of three roles:
+docs/algorithm.md §1 and §2. Every step index gets one of three roles:
   WARMUP   - full pass, every frame advanced by the keyframe solver;
   RHYTHMIC - full pass at the start of a group; non-keyframes jump to the group end;
   ACTIVE   - active pass inside a group; only keyframes advance.
@@ -87,7 +87,7 @@ def build_schedule(steps: int, settings: ScheduleSettings = ScheduleSettings()) 
     b = max(_transition_offset(settings.transition_2, remaining), a)
 
     groups = []
-    i = max(warmup, 1)  # with no warm-up, step 0 is still a synchronous step (spec §3.1)
+    i = max(warmup, 1)  # with no warm-up, step 0 is still a synchronous step (docs/algorithm.md §2)
     while i < steps:
         offset = i - warmup + 1
         if not settings.progressive or offset <= a:

@@ -15,7 +15,7 @@ from .sampling_loop import SamplerSettings, check_inputs
 from .schedule import ScheduleSettings, build_schedule
 
 # Cost of an active pass as a fraction of a full pass, by keyframe count M: measured for Wan 2.1
-# 1.3B at 480x832x81 frames with the kv_cache context on an H200 (docs: shared anchors.md §1).
+# 1.3B at 480x832x81 frames with the kv_cache context on an H200 (docs/algorithm.md §6).
 # The cost grows with M because keyframe tokens are the queries; other models and sizes differ.
 ACTIVE_COST = {2: 0.109, 3: 0.154, 4: 0.198, 6: 0.301}
 ACTIVE_COST_SOURCE = "active pass = {cost:.3f} of a full pass (measured: Wan 2.1 1.3B 480p, kv_cache, M={m})"

@@ -1,4 +1,4 @@
-"""The Wan active pass (spec §4) against ComfyUI's own WanModel forward."""
+"""The Wan active pass (docs/algorithm.md §4) against ComfyUI's own WanModel forward."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Keyframe detection (spec §3.3): the semantic scan, the budget rules and the other strategies."""
+"""Keyframe detection (docs/algorithm.md §3): the semantic scan, the budget rules and the other strategies."""
 import pytest
 import torch
 

@@ -1,9 +1,9 @@
-"""The rhythm schedule against every table in spec §3.4."""
+"""The rhythm schedule against every table in docs/algorithm.md §2."""
 import pytest
 
 from rhymeflow_core.schedule import ACTIVE, RHYTHMIC, WARMUP, ScheduleSettings, build_schedule
 
-# (steps, warm-up, min stride, max stride, full, active, "start:span ...") from spec §3.4.
+# (steps, warm-up, min stride, max stride, full, active, "start:span ...") from docs/algorithm.md §2.
 TABLE = [
     (50, 10, 3, 5, 21, 29, "10:3 13:3 16:3 19:3 22:4 26:4 30:4 34:4 38:5 43:5 48:2"),
     (50, 8, 3, 5, 20, 30, "8:3 11:3 14:3 17:3 20:3 23:4 27:4 31:4 35:4 39:5 44:5 49:1"),
@@ -44,7 +44,7 @@ def test_rounding_is_half_to_even():
     # R = 15: 0.3*15 = 4.5 -> 4 and 0.7*15 = 10.5 -> 10 (half-up would give 10/10 passes).
     s = build_schedule(20, ScheduleSettings(5, 3, 5))
     assert (s.full_passes, s.active_passes) == (9, 11)
-    # R = 35 (spec's example): a = 10, b = 24.
+    # R = 35 (the example in docs/algorithm.md §2): a = 10, b = 24.
     s = build_schedule(50, ScheduleSettings(15, 2, 3))
     assert [g.start for g in s.groups][:7] == [15, 17, 19, 21, 23, 25, 28]
 

@@ -11,8 +11,8 @@ uni_pc sampler (dense) or the RhymeFlow sampler, on CUDA when present.
 
 Per row: sampler wall time (guider.sample, after a warm-up run), speedup over dense, the measured
 active/full pass ratio (each model call timed by an outer DIFFUSION_MODEL wrapper), the ideal
-speedup of the row's schedule at that ratio (anchors.md §1: steps / (full + active * r)), peak GPU
-memory and the cache's bytes.
+speedup of the row's schedule at that ratio (docs/algorithm.md §6: steps / (full + active * r)),
+peak GPU memory and the cache's bytes.
 
 --quick runs every row for --quick-steps steps (warm-up shortened to 2, same strides and
 keyframes; dense 4 steps) and extrapolates the --steps run from the measured calls: the first
@@ -434,7 +434,7 @@ def table(cfg: Config, results: list[Result]) -> str:
 
 
 def targets(cfg: Config, results: list[Result]) -> str:
-    """The checks of anchors.md §3 this configuration can answer."""
+    """The checks of docs/algorithm.md §6 ("Targets") this configuration can answer."""
     by = {r.row.name: r for r in results}
     out = []
     rel, dense, cpu = by.get("release"), by.get("dense"), by.get("release-cpu")

