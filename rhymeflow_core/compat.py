@@ -1,4 +1,4 @@
-"""Everything that depends on the ComfyUI version lives here (comfyui-host.md §8, §9).
+"""Everything that depends on the ComfyUI version lives here (docs/host.md §5).
 
 Tested against ComfyUI 0.3.75 and read against v0.33. `rhymeflow_core` must stay importable
 without `comfy_api` (a benchmark on a bare GPU box carries only `comfy/`), so the V3 node API

@@ -20,6 +20,7 @@ from helpers import (
     sigmas_for,
     tiny_model,
 )
+from rhymeflow_core.report import observe
 from rhymeflow_core.run_state import KEY, ProjectionConfig
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
 
@@ -243,7 +244,7 @@ def test_attention_overrides_still_apply_in_active_passes():
 
 
 def test_frames_follow_the_spec_trajectories():
-    """Spec §3.5-3.7, step by step: keyframes take an Euler step every step; non-keyframes sit on the
+    """docs/algorithm.md §1, step by step: keyframes take an Euler step every step; non-keyframes sit on the
     straight line of their group and end at the clean prediction of the last rhythmic point."""
     model = tiny_model()
     steps = 20

@@ -18,35 +18,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import PACK_DIR, bootstrap, run_prompt  # noqa: E402
+from tools.headless import PACK_DIR, bootstrap, observe_reports, run_prompt  # noqa: E402
 
 WORKFLOW = PACK_DIR / "example_workflows" / "rhymeflow_demo.json"
 BRANCHES = ("dense", "rhymeflow")
-
-
-class ReportCatcher(logging.Handler):
-    """Collects the per-run reports the RhymeFlow OUTER_SAMPLE wrapper logs."""
-
-    def __init__(self):
-        super().__init__()
-        self.reports = []
-
-    def emit(self, record):
-        if hasattr(record, "rhymeflow_report"):
-            self.reports.append(record.rhymeflow_report)
-
-    def __enter__(self):
-        log = logging.getLogger("RhymeFlow")
-        self._saved = log.level, log.propagate
-        log.addHandler(self)
-        log.setLevel(logging.INFO)
-        log.propagate = False  # collect quietly; the caller prints its own summary
-        return self
-
-    def __exit__(self, *exc):
-        log = logging.getLogger("RhymeFlow")
-        log.removeHandler(self)
-        log.level, log.propagate = self._saved
 
 
 def samplers_by_branch(api: dict) -> dict[str, str]:
@@ -187,21 +162,21 @@ def main(argv=None) -> None:
     print(f"RhymeFlow demo: {prompt_text!r}, seed {seed}, {steps} steps (CPU, ComfyUI's PromptExecutor)")
     run_branch(api, "dense", out, "warm-up", **{**overrides, "steps": 2})  # first-call costs out of the timing
     t_dense, dense = run_branch(api, "dense", out, **overrides)
-    with ReportCatcher() as catcher:
+    with observe_reports() as reports:
         t_ours, ours = run_branch(api, "rhymeflow", out, **overrides)
-    report = catcher.reports[-1]
+    report = reports[-1]
     side_by_side(dense, ours, out / "rhymeflow_demo" / "side_by_side.gif")
-    full, active = report["full_steps"], report["active_steps"]
+    full, active = report.full_passes, report.active_passes
     data = {
         "prompt": prompt_text, "seed": seed, "steps": steps, "solver": sampler["solver"],
         "warmup_steps": sampler["warmup_steps"], "strides": [sampler["min_stride"], sampler["max_stride"]],
         "latent": [1, 16, dense.shape[0], dense.shape[1] // 2, dense.shape[2] // 2],
         "device": "cpu", "torch_threads": torch.get_num_threads(),
-        "dense_seconds": t_dense, "rhymeflow_seconds": t_ours, "rhymeflow_sampler_seconds": report["sampler_seconds"],
-        "speedup": t_dense / t_ours, "full_passes": report["full_steps"], "active_passes": report["active_steps"],
+        "dense_seconds": t_dense, "rhymeflow_seconds": t_ours, "rhymeflow_sampler_seconds": report.sampler_seconds,
+        "speedup": t_dense / t_ours, "full_passes": full, "active_passes": active,
         "bound_speedup": steps / full,  # if active passes cost nothing
         "effective_active_cost": (t_ours / t_dense * steps - full) / max(active, 1),  # derived from the two wall times
-        "keyframes": report["keyframes"], "fidelity": compare(ours, dense),
+        "keyframes": report.keyframes, "fidelity": compare(ours, dense),
     }
     write_report(data, out / "rhymeflow_demo")
     m = data["fidelity"]

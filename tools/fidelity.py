@@ -101,12 +101,12 @@ class PassCounter:
         self.handle.remove()
 
 
-def pass_cost(counter: PassCounter, report: dict | None, ratios: dict[int, float], keyframes: int) -> float:
+def pass_cost(counter: PassCounter, report, ratios: dict[int, float], keyframes: int) -> float:
     """Full-pass equivalents: RhymeFlow's own per-call counts (its recording and active passes run
     the blocks outside their module hooks), else the passes the block hook saw (dense, EasyCache)."""
     if report is None:
         return counter.cost(ratios, keyframes)
-    calls = report["model_calls"]
+    calls = report.model_calls
     return calls.get("full", 0) + calls.get("record", 0) + calls.get("active", 0) * ratios[keyframes]
 
 
@@ -166,10 +166,10 @@ class Harness:
 
         from rhymeflow_core.keyframes import KeyframeSpec
         from rhymeflow_core.patch import apply_trajectory_projection
-        from rhymeflow_core.sampler import SamplerSettings
-        from rhymeflow_core.sampler_object import RhymeFlowKSampler
+        from rhymeflow_core.sampler_object import RhymeFlowSamplerObject
+        from rhymeflow_core.sampling_loop import SamplerSettings
         from rhymeflow_core.schedule import ScheduleSettings
-        from tools.demo import ReportCatcher
+        from tools.headless import observe_reports
 
         if method.kind == "dense":
             model = self.model.clone()
@@ -179,17 +179,17 @@ class Harness:
             model = apply_trajectory_projection(self.model, method.context, "auto")
         counter = PassCounter(model, self.full_tokens)
         try:
-            with ReportCatcher() as catcher:
+            with observe_reports() as reports:
                 if method.kind == "rhymeflow":
                     settings = SamplerSettings(
                         ScheduleSettings(method.warmup, method.min_stride, method.max_stride, progressive=method.progressive),
                         KeyframeSpec(method.strategy, method.count, seed=seed), "uni_pc")
-                    video = self.sample(model, RhymeFlowKSampler(settings), prompt, seed, self.sigmas)
+                    video = self.sample(model, RhymeFlowSamplerObject(settings), prompt, seed, self.sigmas)
                 else:
                     video = self.dense(prompt, seed, method.steps, model=model)
         finally:
             counter.close()
-        return video, counter, (catcher.reports[-1] if catcher.reports else None)
+        return video, counter, (reports[-1] if reports else None)
 
 
 def calibrate_easycache(h: Harness, target_cost: float, prompt: str, seed: int) -> float:

@@ -6,6 +6,7 @@ Used by `make demo` and the workflow tests. The executor reports progress to a s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -82,6 +83,26 @@ def load_nodes() -> None:
     if "RhymeFlowSampler" not in nodes.NODE_CLASS_MAPPINGS:
         raise RuntimeError("ComfyUI did not load the RhymeFlow nodes; see the log above")
     _loaded = True
+
+
+@contextlib.contextmanager
+def observe_reports():
+    """The RhymeFlow run reports (rhymeflow_core/report.py) of every run that closes inside the block.
+
+    Two copies of the pack's modules can run in one process: the one ComfyUI imported as a custom
+    node (a package named after the pack's folder; workflows run through it) and `rhymeflow_core`
+    imported by tools and tests. Each has its own observer hook, so subscribe to both.
+    """
+    load_nodes()
+    import rhymeflow_core.report  # noqa: F401  (the tools' copy)
+    target = (PACK_DIR / "rhymeflow_core" / "report.py").resolve()
+    copies = {id(m): m for m in list(sys.modules.values())
+              if getattr(m, "__file__", None) and Path(m.__file__).resolve() == target}
+    reports: list = []
+    with contextlib.ExitStack() as stack:
+        for module in copies.values():
+            stack.enter_context(module.observe(reports.append))
+        yield reports
 
 
 def run_prompt(prompt: dict, output_dir: str | os.PathLike | None = None, on_progress=None) -> PromptResult:
