@@ -92,7 +92,7 @@ class PassContext:
 class ActivePassAdapter:
     """Runs RECORD and ACTIVE passes for one model family.
 
-    A family implements `matches`, `check_model`, `token_grid` and `run_pass` (and, if its
+    A family sets `diffusion_model_class` and implements `check_model`, `token_grid` and `run_pass` (and, if its
     inputs can condition frames, `conditioned_frames`; if some inputs cannot run in these
     passes, `check_call`). `run_pass` returns the model output with the stock shape; in an
     ACTIVE pass only keyframe frames are meaningful and the rest are zeros (`scatter_keyframes`).
@@ -101,10 +101,12 @@ class ActivePassAdapter:
     name = "base"
     # Human-readable list of what the adapter handles, used in "unsupported model" errors.
     supported = ""
+    # The host's diffusion-model class, matched exactly: subclasses (Wan VACE, S2V, ...) run their own forward.
+    diffusion_model_class: type | None = None
 
     @classmethod
     def matches(cls, diffusion_model: torch.nn.Module) -> bool:
-        raise NotImplementedError
+        return type(diffusion_model) is cls.diffusion_model_class
 
     @classmethod
     def check_model(cls, model_patcher) -> None:
@@ -132,6 +134,80 @@ class ActivePassAdapter:
         x = args[0] if args else kwargs["x"]
         ctx = PassContext.build(run, to, frames, per_frame, x.device)
         return self.run_pass(diffusion_model, ctx, args, kwargs)
+
+
+ALL, KEY, BUF = "all", "key", "buf"   # row sets: every row; keyframe rows; a cached buffer's rows
+
+
+class SingleStreamBlocks:
+    """RECORD and ACTIVE passes over blocks of one shape: per-row modulation -> self-attention ->
+    the rest of the block (cross-attention, FFN). Wan's and LTX-Video's blocks have it; a family
+    subclasses this with its block math, and the passes (what is cached, which rows are queries)
+    are written once, here.
+
+    Row sets: ALL (a RECORD pass: every row), KEY (an ACTIVE pass's queries), BUF (a cached
+    buffer's rows in `hidden_cache`: keyframes first, then the non-keyframes).
+    """
+
+    def __init__(self, ctx: PassContext):
+        self.ctx = ctx
+
+    # ---- the family's block math -------------------------------------------------------------
+    def modulation(self, block, rows: str, like: torch.Tensor) -> tuple:
+        """The block's modulation vectors for the row set (per-row when timesteps differ by frame or token)."""
+        raise NotImplementedError
+
+    def modulate(self, block, x: torch.Tensor, mod: tuple) -> torch.Tensor:
+        """The normalised, modulated input of self-attention."""
+        raise NotImplementedError
+
+    def q(self, block, y: torch.Tensor, rows: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def kv(self, block, y: torch.Tensor, rows: str) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def finish(self, block, x, q, k, v, mod) -> torch.Tensor:
+        """Self-attention output and the rest of the block."""
+        raise NotImplementedError
+
+    # ---- the passes --------------------------------------------------------------------------
+    def record(self, blocks, x: torch.Tensor) -> torch.Tensor:
+        """A full pass that also records what the next active passes need of the non-keyframes."""
+        ctx = self.ctx
+        ctx.reserve(x, len(blocks))
+        for i, block in enumerate(blocks):
+            ctx.to["block_index"] = i
+            mod = self.modulation(block, ALL, x)
+            if ctx.mode == ContextMode.HIDDEN_CACHE:
+                ctx.store(i, x)
+            x = x.contiguous()
+            y = self.modulate(block, x, mod)
+            q, (k, v) = self.q(block, y, ALL), self.kv(block, y, ALL)
+            if ctx.mode == ContextMode.KV_CACHE:
+                ctx.store(i, k, v)
+            x = self.finish(block, x, q, k, v, mod)
+        return x
+
+    def active(self, blocks, x: torch.Tensor) -> torch.Tensor:
+        """Keyframe rows through every block; the non-keyframes' context from the cache."""
+        ctx = self.ctx
+        for i, block in enumerate(blocks):
+            ctx.to["block_index"] = i
+            mod = self.modulation(block, KEY, x)
+            x = x.contiguous()
+            y = self.modulate(block, x, mod)
+            q = self.q(block, y, KEY)
+            if ctx.mode == ContextMode.HIDDEN_CACHE:
+                # Stale non-keyframe block inputs, re-modulated with the current timestep(s) and projected again.
+                (hidden,) = ctx.with_cached(i, x)
+                k, v = self.kv(block, self.modulate(block, hidden, self.modulation(block, BUF, x)), BUF)
+            else:
+                k, v = self.kv(block, y, KEY)
+                if ctx.cached:  # kv_cache: fresh keyframe K/V into the scratch rows of the cached buffers
+                    k, v = ctx.with_cached(i, k, v)
+            x = self.finish(block, x, q, k, v, mod)
+        return x
 
 
 def scatter_keyframes(out: torch.Tensor, ctx: PassContext) -> torch.Tensor:

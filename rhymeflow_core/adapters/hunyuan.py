@@ -42,10 +42,7 @@ class HunyuanVideoAdapter(ActivePassAdapter):
     name = "hunyuan_video"
     supported = ("HunyuanVideo 1.0 T2V / I2V (concat or token replace) and HunyuanVideo 1.5 T2V / I2V "
                  "(ComfyUI HunyuanVideo, HunyuanVideoI2V, HunyuanVideoSkyreelsI2V, HunyuanVideo15)")
-
-    @classmethod
-    def matches(cls, diffusion_model) -> bool:
-        return type(diffusion_model) is hv_model.HunyuanVideo
+    diffusion_model_class = hv_model.HunyuanVideo
 
     @classmethod
     def check_model(cls, model_patcher) -> None:

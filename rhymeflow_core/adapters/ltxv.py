@@ -29,16 +29,13 @@ from .. import compat
 from ..errors import RhymeFlowInputError
 from ..run_state import ContextMode
 from . import block_inputs
-from .base import ActivePassAdapter, scatter_keyframes
+from .base import ALL, BUF, KEY, ActivePassAdapter, SingleStreamBlocks, scatter_keyframes
 
 
 class LTXVAdapter(ActivePassAdapter):
     name = "ltxv"
     supported = "LTX-Video 0.9.x T2V / I2V / guide frames (ComfyUI LTXV, LTXVModel)"
-
-    @classmethod
-    def matches(cls, diffusion_model) -> bool:
-        return type(diffusion_model) is ltx_model.LTXVModel
+    diffusion_model_class = ltx_model.LTXVModel
 
     @classmethod
     def check_model(cls, model_patcher) -> None:
@@ -71,11 +68,11 @@ class LTXVAdapter(ActivePassAdapter):
             raise RhymeFlowInputError(f"LTXV kept {tokens.shape[1]} of {frames * ctx.per_frame} tokens (masked guide tokens); "
                                       "this is not supported in RhymeFlow passes.")
         _, embedded = compat.ltxv_timestep_embedding(dm, timestep, b, tokens.dtype)
-        stream = _Stream(ctx, context, mask)
+        blocks = _LTXVBlocks(ctx, vec, pe, context, mask)
         if ctx.recording:
-            out = stream.record(dm, tokens, vec, pe)
+            out = blocks.record(dm.transformer_blocks, tokens)
             return self._head(dm, out, embedded, channels, frames, h, w)
-        out = stream.active(dm, tokens.index_select(1, ctx.key_rows), vec, pe)
+        out = blocks.active(dm.transformer_blocks, tokens.index_select(1, ctx.key_rows))
         out = self._head(dm, out, _rows(embedded, ctx.key_rows), channels, len(ctx.keyframes), h, w)
         return scatter_keyframes(out, ctx)
 
@@ -92,73 +89,44 @@ def _rows(per_token, rows):
     return per_token if per_token.shape[1] == 1 else per_token.index_select(1, rows)
 
 
-class _Stream:
-    def __init__(self, ctx, context, mask):
-        self.ctx, self.to, self.context, self.mask = ctx, ctx.to, context, mask
+class _LTXVBlocks(SingleStreamBlocks):
+    """LTXV's BasicTransformerBlock math (comfy/ldm/lightricks/model.py) by module calls, for the shared passes.
+    Per-token AdaLN vectors and RoPE rows are taken for each row set."""
 
-    @staticmethod
-    def _modulation(block, vec, x):
-        table = block.scale_shift_table[None, None, :6].to(device=x.device, dtype=x.dtype)
-        return (table + vec.reshape(x.shape[0], vec.shape[1], block.scale_shift_table.shape[0], -1)[:, :, :6]).unbind(2)
+    def __init__(self, ctx, vec, pe, context, mask):
+        super().__init__(ctx)
+        self.context, self.mask = context, mask
+        self.vec, self.pe = {ALL: vec}, {ALL: pe}
+        if not ctx.recording:
+            self.vec[KEY], self.pe[KEY] = _rows(vec, ctx.key_rows), compat.ltxv_pe_rows(pe, ctx.key_rows)
+            if ctx.mode == ContextMode.HIDDEN_CACHE:   # cached buffers hold keyframe rows first
+                buf_rows = torch.cat([ctx.key_rows, ctx.nk_rows])
+                self.vec[BUF], self.pe[BUF] = _rows(vec, buf_rows), compat.ltxv_pe_rows(pe, buf_rows)
 
-    @staticmethod
-    def _adaln(x, shift, scale):
-        y = rms_norm(x)
-        return torch.addcmul(y, y, scale).add_(shift)
+    def modulation(self, block, rows, like):
+        vec = self.vec[rows]
+        table = block.scale_shift_table[None, None, :6].to(device=like.device, dtype=like.dtype)
+        return (table + vec.reshape(like.shape[0], vec.shape[1], block.scale_shift_table.shape[0], -1)[:, :, :6]).unbind(2)
 
-    @staticmethod
-    def _q(attn, y, pe):
-        return compat.ltxv_rope(attn.q_norm(attn.to_q(y)), pe)
+    def modulate(self, block, x, mod):
+        return _adaln(x, mod[0], mod[1])
 
-    @staticmethod
-    def _kv(attn, y, pe):
-        return compat.ltxv_rope(attn.k_norm(attn.to_k(y)), pe), attn.to_v(y)
-
-    def _finish(self, block, x, q, k, v, mod):
+    def q(self, block, y, rows):
         attn = block.attn1
-        out = attn.to_out(compat.attention(q, k, v, attn.heads, attn_precision=attn.attn_precision, transformer_options=self.to))
+        return compat.ltxv_rope(attn.q_norm(attn.to_q(y)), self.pe[rows])
+
+    def kv(self, block, y, rows):
+        attn = block.attn1
+        return compat.ltxv_rope(attn.k_norm(attn.to_k(y)), self.pe[rows]), attn.to_v(y)
+
+    def finish(self, block, x, q, k, v, mod):
+        attn, to = block.attn1, self.ctx.to
+        out = attn.to_out(compat.attention(q, k, v, attn.heads, attn_precision=attn.attn_precision, transformer_options=to))
         x = torch.addcmul(x, out, mod[2])
-        x = x + block.attn2(x, context=self.context, mask=self.mask, transformer_options=self.to)
-        return torch.addcmul(x, block.ff(self._adaln(x, mod[3], mod[4])), mod[5])
+        x = x + block.attn2(x, context=self.context, mask=self.mask, transformer_options=to)
+        return torch.addcmul(x, block.ff(_adaln(x, mod[3], mod[4])), mod[5])
 
-    def record(self, dm, x, vec, pe):
-        """A full pass that also records the non-keyframe context for the next active passes."""
-        ctx = self.ctx
-        ctx.reserve(x, len(dm.transformer_blocks))
-        for i, block in enumerate(dm.transformer_blocks):
-            self.to["block_index"] = i
-            mod = self._modulation(block, vec, x)
-            if ctx.mode == ContextMode.HIDDEN_CACHE:
-                ctx.store(i, x)
-            y = self._adaln(x, mod[0], mod[1])
-            q = self._q(block.attn1, y, pe)
-            k, v = self._kv(block.attn1, y, pe)
-            if ctx.mode == ContextMode.KV_CACHE:
-                ctx.store(i, k, v)
-            x = self._finish(block, x, q, k, v, mod)
-        return x
 
-    def active(self, dm, x, vec, pe):
-        """Keyframe rows through every block; non-keyframe K/V from the cache."""
-        ctx = self.ctx
-        vec_key = _rows(vec, ctx.key_rows)
-        pe_key = compat.ltxv_pe_rows(pe, ctx.key_rows)
-        if ctx.mode == ContextMode.HIDDEN_CACHE:
-            # Cached buffers hold keyframe rows first; stale rows get their current per-token vectors.
-            buf_rows = torch.cat([ctx.key_rows, ctx.nk_rows])
-            pe_buf, vec_buf = compat.ltxv_pe_rows(pe, buf_rows), _rows(vec, buf_rows)
-        for i, block in enumerate(dm.transformer_blocks):
-            self.to["block_index"] = i
-            mod = self._modulation(block, vec_key, x)
-            y = self._adaln(x, mod[0], mod[1])
-            q = self._q(block.attn1, y, pe_key)
-            if ctx.mode == ContextMode.HIDDEN_CACHE:
-                (hidden,) = ctx.with_cached(i, x)
-                mod_all = self._modulation(block, vec_buf, hidden)
-                k, v = self._kv(block.attn1, self._adaln(hidden, mod_all[0], mod_all[1]), pe_buf)
-            else:
-                k, v = self._kv(block.attn1, y, pe_key)
-                if ctx.cached:
-                    k, v = ctx.with_cached(i, k, v)
-            x = self._finish(block, x, q, k, v, mod)
-        return x
+def _adaln(x, shift, scale):
+    y = rms_norm(x)
+    return torch.addcmul(y, y, scale).add_(shift)

@@ -24,7 +24,7 @@ from .. import compat
 from ..errors import RhymeFlowInputError
 from ..keyframes import conditioned_frames
 from ..run_state import ContextMode
-from .base import ActivePassAdapter, scatter_keyframes
+from .base import ALL, BUF, KEY, ActivePassAdapter, SingleStreamBlocks, scatter_keyframes
 
 
 def _per_frame_timesteps(timestep) -> bool:
@@ -40,11 +40,7 @@ class WanAdapter(ActivePassAdapter):
     name = "wan"
     supported = ("Wan 2.1 T2V / I2V / FLF2V, Wan 2.2 A14B T2V / I2V experts and Wan 2.2 TI2V-5B "
                  "(ComfyUI WanModel)")
-
-    @classmethod
-    def matches(cls, diffusion_model) -> bool:
-        # Exact class: VACE, Camera, S2V, ... subclasses run their own forward_orig.
-        return type(diffusion_model) is wan_model.WanModel
+    diffusion_model_class = wan_model.WanModel   # exact: VACE, Camera, S2V, ... subclasses run their own forward_orig
 
     @classmethod
     def check_model(cls, model_patcher) -> None:
@@ -100,22 +96,22 @@ class WanAdapter(ActivePassAdapter):
             if wan.img_emb is not None:
                 context = torch.cat([wan.img_emb(clip_fea), context], dim=1)
             context_img_len = clip_fea.shape[-2]
-        cross = (context, context_img_len)
         rope = self._rope(wan, ctx, x.dtype, grid_hw)
-
-        if ctx.recording:
-            out = self._record_pass(wan, ctx, self._embed(wan, x), e0, rope["all"], cross)
-            out = wan.unpatchify(wan.head(out, e), (frames,) + grid_hw)
-        else:
-            # Only the keyframes are embedded (and padded): no full-size copy of the latent.
-            tokens = self._embed(wan, x.index_select(2, ctx.key_frames))
+        e_key = e0_key = e0_buf = None
+        if not ctx.recording:
             e_key, e0_key, e0_buf = e, e0, e0
             if _per_frame_timesteps(timestep):  # each keyframe row keeps its own frame's timestep
                 e_key, e0_key = e.index_select(1, ctx.key_frames), e0.index_select(1, ctx.key_frames)
                 e0_buf = e0.index_select(1, rope["buf_frames"])
-            out = self._active_pass(wan, ctx, tokens, (e0_key, e0_buf), rope, cross)
-            out = scatter_keyframes(wan.unpatchify(wan.head(out, e_key), (len(ctx.keyframes),) + grid_hw), ctx)
-        return out[:, :, :frames, :h, :w]
+        blocks = _WanBlocks(ctx, {ALL: e0, KEY: e0_key, BUF: e0_buf}, rope, (context, context_img_len))
+
+        if ctx.recording:
+            out = blocks.record(wan.blocks, self._embed(wan, x))
+            return wan.unpatchify(wan.head(out, e), (frames,) + grid_hw)[:, :, :frames, :h, :w]
+        # Only the keyframes are embedded (and padded): no full-size copy of the latent.
+        out = blocks.active(wan.blocks, self._embed(wan, x.index_select(2, ctx.key_frames)))
+        out = wan.unpatchify(wan.head(out, e_key), (len(ctx.keyframes),) + grid_hw)[:, :, :, :h, :w]
+        return scatter_keyframes(out, ctx)
 
     @staticmethod
     def _rope(wan, ctx, dtype, grid_hw) -> dict:
@@ -126,10 +122,10 @@ class WanAdapter(ActivePassAdapter):
             freqs = wan.rope_encode(ctx.frames, grid_hw[0] * wan.patch_size[1], grid_hw[1] * wan.patch_size[2],
                                     device=device, dtype=dtype, transformer_options=ctx.to)
             nonkey = sorted(set(range(ctx.frames)) - set(ctx.keyframes))
-            rope = {"all": freqs, "key": freqs[:, ctx.key_rows],
+            rope = {ALL: freqs, KEY: freqs[:, ctx.key_rows],
                     "buf_frames": torch.as_tensor(list(ctx.keyframes) + nonkey, dtype=torch.long, device=device)}
             if ctx.mode == ContextMode.HIDDEN_CACHE:  # cached buffers' rows: keyframes first, then non-keyframes
-                rope["buf"] = torch.cat([rope["key"], freqs[:, ctx.nk_rows]], dim=1)
+                rope[BUF] = torch.cat([rope[KEY], freqs[:, ctx.nk_rows]], dim=1)
             return rope
 
         return ctx.run.row_index(("wan-rope", ctx.frames, grid_hw, ctx.keyframes, dtype), build, device)
@@ -141,72 +137,35 @@ class WanAdapter(ActivePassAdapter):
         t = wan.patch_embedding(x.float()).to(x.dtype)
         return t.flatten(2).transpose(1, 2)
 
-    @staticmethod
-    def _modulation(block, e0, like):
+
+
+class _WanBlocks(SingleStreamBlocks):
+    """WanAttentionBlock's math (comfy/ldm/wan/model.py) by module calls, for the shared passes."""
+
+    def __init__(self, ctx, e0: dict, rope: dict, cross: tuple):
+        super().__init__(ctx)
+        self.e0, self.rope, self.cross, self.per_frame = e0, rope, cross, ctx.per_frame
+
+    def modulation(self, block, rows, like):
         # e0: [B, 1 or F, 6, D] -> six [B, 1 or F, D] vectors, as WanAttentionBlock does for 4-D e.
-        return (compat.cast_to(block.modulation, like.dtype, like.device).unsqueeze(0) + e0).unbind(2)
+        return (compat.cast_to(block.modulation, like.dtype, like.device).unsqueeze(0) + self.e0[rows]).unbind(2)
 
-    @staticmethod
-    def _q(attn, y, freqs):
-        b, rows, _ = y.shape
-        return compat.apply_rope1(attn.norm_q(attn.q(y)).view(b, rows, attn.num_heads, attn.head_dim), freqs).view(b, rows, -1)
+    def modulate(self, block, x, mod):
+        return torch.addcmul(_rows(mod[0], self.per_frame), block.norm1(x), 1 + _rows(mod[1], self.per_frame))
 
-    @staticmethod
-    def _kv(attn, y, freqs):
-        b, rows, _ = y.shape
-        k = compat.apply_rope1(attn.norm_k(attn.k(y)).view(b, rows, attn.num_heads, attn.head_dim), freqs).view(b, rows, -1)
-        return k, attn.v(y)
+    def q(self, block, y, rows):
+        attn, (b, n, _) = block.self_attn, y.shape
+        return compat.apply_rope1(attn.norm_q(attn.q(y)).view(b, n, attn.num_heads, attn.head_dim), self.rope[rows]).view(b, n, -1)
 
-    @staticmethod
-    def _modulate(block, x, mod, per_frame):
-        return torch.addcmul(_rows(mod[0], per_frame), block.norm1(x), 1 + _rows(mod[1], per_frame))
+    def kv(self, block, y, rows):
+        attn, (b, n, _) = block.self_attn, y.shape
+        k = attn.norm_k(attn.k(y)).view(b, n, attn.num_heads, attn.head_dim)
+        return compat.apply_rope1(k, self.rope[rows]).view(b, n, -1), attn.v(y)
 
-    @staticmethod
-    def _finish_block(block, x, y, mod, cross, to, per_frame):
-        context, context_img_len = cross
-        x = torch.addcmul(x, y, _rows(mod[2], per_frame))
+    def finish(self, block, x, q, k, v, mod):
+        (context, context_img_len), p, to = self.cross, self.per_frame, self.ctx.to
+        y = block.self_attn.o(compat.attention(q, k, v, heads=block.self_attn.num_heads, transformer_options=to))
+        x = torch.addcmul(x, y, _rows(mod[2], p))
         x = x + block.cross_attn(block.norm3(x), context, context_img_len=context_img_len, transformer_options=to)
-        y = block.ffn(torch.addcmul(_rows(mod[3], per_frame), block.norm2(x), 1 + _rows(mod[4], per_frame)))
-        return torch.addcmul(x, y, _rows(mod[5], per_frame))
-
-    def _record_pass(self, wan, ctx, x, e0, freqs, cross):
-        """A full pass that also records what the next active passes need of the non-keyframes."""
-        ctx.reserve(x, len(wan.blocks))
-        for i, block in enumerate(wan.blocks):
-            ctx.to["block_index"] = i
-            mod = self._modulation(block, e0, x)
-            if ctx.mode == ContextMode.HIDDEN_CACHE:
-                ctx.store(i, x)
-            x = x.contiguous()
-            y = self._modulate(block, x, mod, ctx.per_frame)
-            q = self._q(block.self_attn, y, freqs)
-            k, v = self._kv(block.self_attn, y, freqs)
-            if ctx.mode == ContextMode.KV_CACHE:
-                ctx.store(i, k, v)
-            y = block.self_attn.o(compat.attention(q, k, v, heads=block.self_attn.num_heads, transformer_options=ctx.to))
-            x = self._finish_block(block, x, y, mod, cross, ctx.to, ctx.per_frame)
-        return x
-
-    def _active_pass(self, wan, ctx, x, e0s, rope, cross):
-        e0_key, e0_buf = e0s  # keyframe rows; cached buffer rows (keyframes first, then non-keyframes)
-        for i, block in enumerate(wan.blocks):
-            ctx.to["block_index"] = i
-            mod = self._modulation(block, e0_key, x)
-            attn = block.self_attn
-            x = x.contiguous()
-            if ctx.mode == ContextMode.HIDDEN_CACHE:
-                (hidden,) = ctx.with_cached(i, x)
-                # Stale non-keyframe hidden states, re-modulated with the current timestep(s).
-                y_all = self._modulate(block, hidden, self._modulation(block, e0_buf, x) if e0_buf is not e0_key else mod,
-                                       ctx.per_frame)
-                q = self._q(attn, y_all[:, :ctx.scratch], rope["key"])
-                k, v = self._kv(attn, y_all, rope["buf"])
-            else:
-                y = self._modulate(block, x, mod, ctx.per_frame)
-                q = self._q(attn, y, rope["key"])
-                k, v = self._kv(attn, y, rope["key"])
-                if ctx.cached:  # kv_cache: fresh keyframe K/V into the scratch rows of the cached buffers
-                    k, v = ctx.with_cached(i, k, v)
-            y = attn.o(compat.attention(q, k, v, heads=attn.num_heads, transformer_options=ctx.to))
-            x = self._finish_block(block, x, y, mod, cross, ctx.to, ctx.per_frame)
-        return x
+        y = block.ffn(torch.addcmul(_rows(mod[3], p), block.norm2(x), 1 + _rows(mod[4], p)))
+        return torch.addcmul(x, y, _rows(mod[5], p))
