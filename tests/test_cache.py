@@ -126,3 +126,24 @@ def test_pinned_arena_carves_aligned_views_from_chunks():
     b.fill_(2.0)
     assert (a == 1.0).all() and (b == 2.0).all() and a.dtype == torch.float32 and b.dtype == torch.bfloat16
 
+
+
+def test_rows_along_any_dimension_resident_host_and_rebatched():
+    """Per-head keys [B, H, L, d] (HunyuanVideo) keep their rows along dim 2, gathered straight into the buffers."""
+    k = torch.randn(2, 3, 7, 4, generator=torch.Generator().manual_seed(5))
+    rows = torch.tensor([1, 4, 6])
+    resident = ContextCache("gpu")
+    resident.choose_device(CPU, 0)
+    resident.store(("c", "u"), 0, (k,), rows, scratch=2, dim=2)
+    (buf,) = resident.load(("c", "u"), 0, CPU)
+    assert buf.shape == (2, 3, 5, 4) and torch.equal(buf[:, :, 2:], k[:, :, rows])
+    (u,) = resident.load(("u",), 0, CPU)                               # rebatched: the uncond half alone
+    assert u.shape == (1, 3, 5, 4) and torch.equal(u[:, :, 2:], k[1:, :, rows])
+    host = ContextCache("cpu")
+    host.device, host._prefetch = CPU, _Prefetcher(CPU)
+    host.store(("c", "u"), 0, (k,), rows, scratch=2, dim=2)
+    assert host.entries[("c", "u")][0][0].shape == (2, 3, 3, 4), "host buffers hold the kept rows only"
+    (staged,) = host.load(("c", "u"), 0, CPU)
+    assert staged.shape == (2, 3, 5, 4) and torch.equal(staged[:, :, 2:], k[:, :, rows])
+    (u,) = host.load(("u",), 0, CPU)
+    assert u.shape == (1, 3, 5, 4) and torch.equal(u[:, :, 2:], k[1:, :, rows])
