@@ -103,9 +103,10 @@ class HunyuanVideoAdapter(ActivePassAdapter):
             out_img = stream.run_blocks(hv, img, txt, pe_img, pe_txt)
             out_frames = frames
         else:
+            pe_key = pe_img.index_select(2, ctx.key_rows)
             if ctx.mode == ContextMode.HIDDEN_CACHE:
-                stream.pe_buf = torch.cat([pe_img.index_select(2, ctx.key_rows), pe_img.index_select(2, ctx.nk_rows)], dim=2)
-            out_img = stream.run_blocks(hv, img.index_select(1, ctx.key_rows), txt, pe_img.index_select(2, ctx.key_rows), pe_txt)
+                stream.pe_buf = torch.cat([pe_key, pe_img.index_select(2, ctx.nk_rows)], dim=2)
+            out_img = stream.run_blocks(hv, img.index_select(1, ctx.key_rows), txt, pe_key, pe_txt)
             out_frames = len(ctx.keyframes)
         dims = [(0, clean_rows, 0), (clean_rows, None, 1)] if clean_rows else None
         out = hv.final_layer(out_img, vec, modulation_dims=dims)
