@@ -79,7 +79,10 @@ def host_root() -> Path:
 def git_commit(short: bool = False) -> tuple[str, bool]:
     """(commit, working tree dirty) of the pack."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=PACK_DIR, capture_output=True, text=True).stdout.strip()
+        try:
+            return subprocess.run(["git", *args], cwd=PACK_DIR, capture_output=True, text=True).stdout.strip()
+        except OSError:   # no git (a copied tree on a lent machine)
+            return ""
     commit = git("rev-parse", "--short" if short else "HEAD") or "unknown"
     return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
 
@@ -508,15 +511,21 @@ class Checks:
     def environment(self) -> None:
         start = time.perf_counter()
         import platform
-
-        import torch
-        info = {"python": sys.version.split()[0], "executable": sys.executable, "torch": torch.__version__,
-                "torch_file": str(Path(torch.__file__).parent), "cuda_available": torch.cuda.is_available(),
-                "torch_cuda": torch.version.cuda, "machine": platform.machine(), "cpus": os.cpu_count()}
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            info.update(device=torch.cuda.get_device_name(0), device_memory_gb=round(props.total_memory / 2**30, 1),
-                        capability=f"{props.major}.{props.minor}")
+        # CUDA is queried in a child: a CUDA context held here for the whole check would take VRAM from the sections.
+        query = ("import json, torch; d = {'torch': torch.__version__, 'torch_file': str(torch.__file__).rsplit('/', 1)[0], "
+                 "'cuda_available': torch.cuda.is_available(), 'torch_cuda': torch.version.cuda}\n"
+                 "if torch.cuda.is_available():\n"
+                 "    p = torch.cuda.get_device_properties(0)\n"
+                 "    d.update(device=torch.cuda.get_device_name(0), device_memory_gb=round(p.total_memory / 2**30, 1), "
+                 "capability=f'{p.major}.{p.minor}')\n"
+                 "print(json.dumps(d))")
+        proc = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env=self.env)
+        info = {"python": sys.version.split()[0], "executable": sys.executable, "machine": platform.machine(), "cpus": os.cpu_count()}
+        try:
+            info.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        except (IndexError, json.JSONDecodeError):
+            info["torch_query_error"] = proc.stderr[-1000:]
+        if info.get("cuda_available"):
             smi = shutil.which("nvidia-smi")
             if smi:
                 q = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True)
@@ -536,7 +545,7 @@ class Checks:
         if head not in ("unknown", manifest["commit"]):
             notes.append(f"kit built at {manifest['commit'][:10]}, checking {head[:10]} (the host and wheels rarely change)")
         self.environment_info = info
-        self.say(f"[gpu-check] python {info['python']}, torch {info['torch']} ({info['torch_file']}), "
+        self.say(f"[gpu-check] python {info['python']}, torch {info.get('torch')} ({info.get('torch_file')}), "
                  f"{info.get('device', 'no CUDA device')}; kit {manifest['commit'][:10]}, ComfyUI {info['kit']['comfyui']}")
         self.section("environment", "ok", time.perf_counter() - start, info=info, notes=notes)
 
