@@ -101,24 +101,47 @@ rm -f "$out/.preflight"
 
 # A fresh venv that sees the base packages through a .pth (python -m venv --system-site-packages alone
 # would miss them when $py is itself a venv, as on the GPU image), then the kit's wheels, offline.
-venv="${GPU_CHECK_VENV:-${TMPDIR:-/tmp}/rhymeflow-gpu-check-venv}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+venv="${GPU_CHECK_VENV:-$scratch/venv}"   # GPU_CHECK_VENV=DIR keeps the venv after the run
 rm -rf "$venv"
 system_site=(--system-site-packages)
 [ -n "$base_site" ] && system_site=()   # CI: only the stand-in for the GPU image, nothing of this machine
 "$py" -m venv --without-pip "${system_site[@]}" "$venv"
 vpy="$venv/bin/python"
 site_dir="$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-for d in $base_dirs; do [ -d "$d" ] && echo "$d"; done > "$site_dir/_rhymeflow_gpu_check_base.pth"
+for d in $base_dirs; do if [ -d "$d" ]; then echo "$d"; fi; done > "$site_dir/_rhymeflow_gpu_check_base.pth"
 say "venv $venv (python $("$vpy" -c 'import platform; print(platform.python_version())'))"
 # No network and no index: only the kit's wheels (this machine's pip settings may name other sources).
-set +e
-env $(env | grep -o '^PIP_[A-Z_]*' | sed 's/^/-u /') PIP_CONFIG_FILE=/dev/null \
-  "$py" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
-  --find-links "$kit/wheels" --target "$site_dir" -r "$kit/requirements.txt" >> "$out/log.txt" 2>&1
-rc=$?
-set -e
-if [ $rc -ne 0 ]; then
-  tail -20 "$out/log.txt"; say "offline install of the kit's wheels failed (pip exit $rc)"; exit 2
+if "$py" -m pip --version >/dev/null 2>&1; then
+  set +e
+  env $(env | grep -o '^PIP_[A-Z_]*' | sed 's/^/-u /') PIP_CONFIG_FILE=/dev/null \
+    "$py" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
+    --find-links "$kit/wheels" --target "$site_dir" -r "$kit/requirements.txt" >> "$out/log.txt" 2>&1
+  rc=$?
+  set -e
+  if [ $rc -ne 0 ]; then
+    tail -20 "$out/log.txt"; say "offline install of the kit's wheels failed (pip exit $rc)"; exit 2
+  fi
+else   # no pip next to $py: a wheel is a zip of what goes into site-packages
+  say "no pip with $py: unpacking the kit's wheels into the venv"
+  "$vpy" - "$kit" "$site_dir" <<'PY' 2>&1 | tee -a "$out/log.txt"
+import pathlib, sys, zipfile
+from packaging.tags import sys_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
+kit, site = pathlib.Path(sys.argv[1]), sys.argv[2]
+tags = set(sys_tags())
+for line in (kit / "requirements.txt").read_text().split():
+    name, version = line.split("==")
+    for whl in sorted((kit / "wheels").glob("*.whl")):
+        n, v, _, t = parse_wheel_filename(whl.name)
+        if n == canonicalize_name(name) and str(v) == version and t & tags:
+            zipfile.ZipFile(whl).extractall(site)
+            break
+    else:
+        sys.exit(f"no wheel of {line} in the kit installs on this python")
+PY
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { say "offline install of the kit's wheels failed"; exit 2; }
 fi
 say "installed offline from the kit: $(tr '\n' ' ' < "$kit/requirements.txt")"
 
@@ -131,5 +154,4 @@ set +e
   --setup-seconds "$setup_s" ${check_args[@]+"${check_args[@]}"}
 rc=$?
 set -e
-[ -n "${GPU_CHECK_KEEP_VENV:-}" ] || rm -rf "$venv"
 exit $rc

@@ -62,8 +62,11 @@ SKIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".pyc", ".pyi", ".md"
 HOST_EXTRAS = ("LICENSE", "requirements.txt", "comfyui_version.py", "pyproject.toml")
 
 
+_T0 = time.perf_counter()
+
+
 def log(msg: str) -> None:
-    print(f"[gpu-kit] {msg}", flush=True)
+    print(f"[gpu-kit {time.perf_counter() - _T0:5.1f}s] {msg}", flush=True)
 
 
 def host_root() -> Path:
@@ -153,10 +156,40 @@ def base_view(target: Path, names=DEVICE_BASE) -> dict:
 # ---- import test ---------------------------------------------------------------------------------
 
 PROBE = r"""
-import importlib, json, os, pkgutil, sys
-host, pack, imports = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+import importlib, json, os, pkgutil, sys, types
+host, pack, imports, discover = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4] == "1"
 sys.path[:0] = [host, pack]        # the host first: its `nodes` module, not the pack's nodes/ folder
-try:
+missing = set()
+
+
+class Stub(types.ModuleType):
+    # Discovery only: stands in for a missing package so one run finds every missing one.
+    __path__ = []
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        value = type(attr, (), {})
+        setattr(self, attr, value)
+        return value
+
+
+def ours(name):
+    top = name.split(".")[0]
+    return any(os.path.exists(os.path.join(root, top)) or os.path.exists(os.path.join(root, top + ".py")) for root in (host, pack))
+
+
+def stub(name):
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        sub = ".".join(parts[:i])
+        if sub not in sys.modules:
+            sys.modules[sub] = Stub(sub)
+            if i > 1:
+                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[sub])
+
+
+def everything():
     import comfy.cli_args
     import utils.extra_config      # as ComfyUI's main.py, before `nodes`
     comfy.cli_args.args.cpu = True
@@ -165,8 +198,26 @@ try:
     import rhymeflow_core
     for m in pkgutil.walk_packages(rhymeflow_core.__path__, "rhymeflow_core."):
         importlib.import_module(m.name)
-except ModuleNotFoundError as e:
-    print(json.dumps({"missing": e.name, "error": repr(e)}))
+
+
+try:
+    for _ in range(100):
+        try:
+            everything()
+            break
+        except ModuleNotFoundError as e:
+            if not discover or not e.name or ours(e.name):
+                raise
+            missing.add(e.name)
+            stub(e.name)
+except Exception as e:
+    if missing or isinstance(e, ModuleNotFoundError):
+        print(json.dumps({"missing": sorted(missing | ({e.name} if isinstance(e, ModuleNotFoundError) else set())),
+                          "error": repr(e)}))
+        sys.exit(3)
+    raise
+if missing:
+    print(json.dumps({"missing": sorted(missing), "error": "discovered with stand-ins"}))
     sys.exit(3)
 files = set()
 for m in list(sys.modules.values()):
@@ -188,10 +239,11 @@ def make_probe_venv(where: Path, site_dirs: list[Path]) -> Path:
     return py
 
 
-def run_probe(py: Path, host: Path) -> dict:
+def run_probe(py: Path, host: Path, discover: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "COMFYUI"))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    proc = subprocess.run([str(py), "-B", "-c", PROBE, str(host), str(PACK_DIR), ",".join(IMPORTS)], capture_output=True, text=True,
+    proc = subprocess.run([str(py), "-B", "-c", PROBE, str(host), str(PACK_DIR), ",".join(IMPORTS), "1" if discover else "0"],
+                          capture_output=True, text=True,
                           env=env, cwd=tempfile.gettempdir())
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     try:
@@ -213,25 +265,25 @@ def find_extras(host: Path, work: Path) -> tuple[dict[str, md.Distribution], lis
     providers = md.packages_distributions()
     base = set(base_versions)
     extras: dict[str, md.Distribution] = {}
-    for _ in range(40):
-        result = run_probe(py, host)
+    for _ in range(10):
+        result = run_probe(py, host, discover=True)
         if "host_files" in result:
             return extras, result["host_files"], base_versions
-        module = result["missing"].split(".")[0]
-        names = providers.get(module)
-        if not names:
-            raise SystemExit(f"gpu-kit: the host imports {module!r}, which no distribution in this venv provides "
-                             f"({result['error']}); install the host's requirements (make setup)")
-        new = closure(names, TARGET_MARKERS, stop=frozenset(base) | frozenset(extras))
-        if not new:
-            raise SystemExit(f"gpu-kit: {module!r} is missing in the probe although {names} is a base distribution")
-        for name, dist in new.items():
-            log(f"import test: {module!r} is missing -> wheel {dist.metadata['Name']}=={dist.version}")
-            extras[name] = dist
-            site = Path(str(dist.locate_file("")))
-            for entry in top_level_entries(dist):
-                if not (extras_dir / entry).exists():
-                    (extras_dir / entry).symlink_to(site / entry)
+        for module in sorted({m.split(".")[0] for m in result["missing"]}):
+            names = providers.get(module)
+            if not names:
+                raise SystemExit(f"gpu-kit: the host imports {module!r}, which no distribution in this venv provides "
+                                 f"({result['error']}); install the host's requirements (make setup)")
+            new = closure(names, TARGET_MARKERS, stop=frozenset(base) | frozenset(extras))
+            if not new:
+                raise SystemExit(f"gpu-kit: {module!r} is missing in the import test although {names} is a base distribution")
+            for name, dist in new.items():
+                log(f"import test: {module!r} is missing -> wheel {dist.metadata['Name']}=={dist.version}")
+                extras[name] = dist
+                site = Path(str(dist.locate_file("")))
+                for entry in top_level_entries(dist):
+                    if not (extras_dir / entry).exists():
+                        (extras_dir / entry).symlink_to(site / entry)
     raise SystemExit("gpu-kit: the import test did not converge")
 
 
@@ -550,7 +602,7 @@ class Checks:
         self.section("environment", "ok", time.perf_counter() - start, info=info, notes=notes)
 
     def imports(self) -> None:
-        r = self.run("imports", [sys.executable, "-c", PROBE, str(self.host), str(PACK_DIR), ",".join(IMPORTS)],
+        r = self.run("imports", [sys.executable, "-c", PROBE, str(self.host), str(PACK_DIR), ",".join(IMPORTS), "0"],
                      self.caps["imports"])
         ok = r["rc"] == 0
         detail = r["output"].strip().splitlines()[-1:] if r["output"].strip() else []
