@@ -42,6 +42,9 @@ kit="$(cd "$kit" 2>/dev/null && pwd || echo "$kit")"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 say() { echo "[gpu-check] $*" | tee -a "$out/log.txt"; }
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+scratch_pre="$scratch/preflight.json"
 : > "$out/log.txt"
 
 if [ ! -f "$kit/manifest.json" ] || [ ! -d "$kit/host/ComfyUI" ] || [ ! -f "$kit/requirements.txt" ]; then
@@ -70,9 +73,15 @@ for name in ("torch", "torchvision", "einops", "safetensors", "numpy", "scipy", 
 if missing:
     print("MISSING " + "; ".join(missing))
     sys.exit(4)
+import json
 import torch
-print(f"torch {torch.__version__} from {torch.__file__}; CUDA available: {torch.cuda.is_available()}"
-      + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""))
+cuda = torch.cuda.is_available()
+print(f"torch {torch.__version__} from {torch.__file__}; CUDA available: {cuda}" + (f" ({torch.cuda.get_device_name(0)})" if cuda else ""))
+info = {"torch": torch.__version__, "torch_file": torch.__file__.rsplit("/", 1)[0], "cuda_available": cuda, "torch_cuda": torch.version.cuda}
+if cuda:
+    p = torch.cuda.get_device_properties(0)
+    info.update(device=torch.cuda.get_device_name(0), device_memory_gb=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}")
+print("ENV " + json.dumps(info))
 if not base_site:
     print("SITES " + " ".join(site.getsitepackages() + [site.getusersitepackages()]))
 if mode == "cuda" and not torch.cuda.is_available():
@@ -97,12 +106,11 @@ say "$(head -1 "$out/.preflight")"
 if [ -z "$base_dirs" ]; then
   base_dirs="$(grep ^SITES "$out/.preflight" | cut -c7-)"
 fi
+grep ^ENV "$out/.preflight" | cut -c5- > "$scratch_pre"
 rm -f "$out/.preflight"
 
 # A fresh venv that sees the base packages through a .pth (python -m venv --system-site-packages alone
 # would miss them when $py is itself a venv, as on the GPU image), then the kit's wheels, offline.
-scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
 venv="${GPU_CHECK_VENV:-$scratch/venv}"   # GPU_CHECK_VENV=DIR keeps the venv after the run
 rm -rf "$venv"
 system_site=(--system-site-packages)
@@ -151,7 +159,7 @@ fi
 setup_s=$(( $(date +%s) - started ))
 set +e
 "$vpy" -m tools.gpu_kit check --mode "$mode" --kit "$kit" --out "$out" --budget $(( budget - setup_s )) \
-  --setup-seconds "$setup_s" ${check_args[@]+"${check_args[@]}"}
+  --setup-seconds "$setup_s" --preflight "$scratch_pre" ${check_args[@]+"${check_args[@]}"}
 rc=$?
 set -e
 exit $rc

@@ -216,15 +216,13 @@ except Exception as e:
                           "error": repr(e)}))
         sys.exit(3)
     raise
-if missing:
-    print(json.dumps({"missing": sorted(missing), "error": "discovered with stand-ins"}))
-    sys.exit(3)
 files = set()
 for m in list(sys.modules.values()):
     f = getattr(m, "__file__", None) or ""
     if f.startswith(host + os.sep):
         files.add(os.path.relpath(f, host))
-print(json.dumps({"host_files": sorted(files)}))
+print(json.dumps({"host_files": sorted(files), "missing": sorted(missing)}))
+sys.exit(3 if missing else 0)
 """
 
 
@@ -255,35 +253,50 @@ def run_probe(py: Path, host: Path, discover: bool = False) -> dict:
     return result
 
 
-def find_extras(host: Path, work: Path) -> tuple[dict[str, md.Distribution], list[str], dict]:
-    """Distributions the host and the pack import beyond DEVICE_BASE, and the host files they load."""
-    view = work / "base"
-    base_versions = base_view(view)
-    extras_dir = work / "extras"
-    extras_dir.mkdir()
-    py = make_probe_venv(work / "venv", [extras_dir, view])
-    providers = md.packages_distributions()
-    base = set(base_versions)
-    extras: dict[str, md.Distribution] = {}
-    for _ in range(10):
-        result = run_probe(py, host, discover=True)
-        if "host_files" in result:
-            return extras, result["host_files"], base_versions
-        for module in sorted({m.split(".")[0] for m in result["missing"]}):
-            names = providers.get(module)
+class Extras:
+    """The distributions found missing so far, linked into a folder the probe venvs see."""
+
+    def __init__(self, folder: Path, base: set[str]):
+        self.folder, self.base = folder, base
+        self.folder.mkdir(parents=True)
+        self.providers = md.packages_distributions()
+        self.dists: dict[str, md.Distribution] = {}
+
+    def add(self, modules, error: str = "") -> int:
+        added = 0
+        for module in sorted({m.split(".")[0] for m in modules}):
+            names = self.providers.get(module)
             if not names:
                 raise SystemExit(f"gpu-kit: the host imports {module!r}, which no distribution in this venv provides "
-                                 f"({result['error']}); install the host's requirements (make setup)")
-            new = closure(names, TARGET_MARKERS, stop=frozenset(base) | frozenset(extras))
-            if not new:
-                raise SystemExit(f"gpu-kit: {module!r} is missing in the import test although {names} is a base distribution")
+                                 f"({error}); install the host's requirements (make setup)")
+            new = closure(names, TARGET_MARKERS, stop=frozenset(self.base) | frozenset(self.dists))
             for name, dist in new.items():
                 log(f"import test: {module!r} is missing -> wheel {dist.metadata['Name']}=={dist.version}")
-                extras[name] = dist
+                self.dists[name] = dist
+                added += 1
                 site = Path(str(dist.locate_file("")))
                 for entry in top_level_entries(dist):
-                    if not (extras_dir / entry).exists():
-                        (extras_dir / entry).symlink_to(site / entry)
+                    if not (self.folder / entry).exists():
+                        (self.folder / entry).symlink_to(site / entry)
+        return added
+
+
+def find_extras(host: Path, work: Path) -> tuple[Extras, list[str], dict, Path]:
+    """Distributions the host and the pack import beyond DEVICE_BASE, and the host files they load.
+
+    One run with stand-ins for missing packages finds them all; the clean run against the kit's copy
+    (build) confirms, and adds any the stand-ins hid."""
+    view = work / "base"
+    base_versions = base_view(view)
+    extras = Extras(work / "extras", set(base_versions))
+    py = make_probe_venv(work / "venv", [extras.folder, view])
+    for _ in range(10):
+        result = run_probe(py, host, discover=True)
+        added = extras.add(result.get("missing", []), result.get("error", ""))
+        if "host_files" in result:
+            return extras, result["host_files"], base_versions, py
+        if not added:
+            raise SystemExit(f"gpu-kit: the import test failed: {result.get('error')}")
     raise SystemExit("gpu-kit: the import test did not converge")
 
 
@@ -398,15 +411,25 @@ def build(out: Path, max_bytes: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gpu-kit-"))
     try:
         log(f"import test against {host} in a venv with only the GPU image's packages ({', '.join(DEVICE_BASE)})")
-        extras, host_files, base_versions = find_extras(host, tmp / "probe")
+        extras, host_files, base_versions, py = find_extras(host, tmp / "probe")
         staging = out.with_name(out.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "host" / "ComfyUI").mkdir(parents=True)
         (staging / "wheels").mkdir()
         tops = copy_host(host, host_files, staging / "host" / "ComfyUI")
         log(f"host: {len(host_files)} modules loaded, from {', '.join(tops)}")
+        # The clean import test (no stand-ins) against the kit's own host copy: the same modules must load.
+        for _ in range(5):
+            check = run_probe(py, staging / "host" / "ComfyUI")
+            if "host_files" in check or not extras.add(check.get("missing", []), check.get("error", "")):
+                break
+        if "host_files" not in check:
+            raise SystemExit(f"gpu-kit: the kit's host copy fails the import test: {check}")
+        lost = set(host_files) - set(check["host_files"])
+        if lost:
+            raise SystemExit(f"gpu-kit: the kit's host copy lacks {sorted(lost)[:10]}")
         wheels = []
-        for _, dist in sorted(extras.items()):
+        for _, dist in sorted(extras.dists.items()):
             req = f"{dist.metadata['Name']}=={dist.version}"
             path = download(req, staging / "wheels", target=True)
             entry = {"name": dist.metadata["Name"], "version": dist.version, "files": [path.name]}
@@ -419,14 +442,6 @@ def build(out: Path, max_bytes: int) -> dict:
             if not entry["target_ok"]:
                 raise SystemExit(f"gpu-kit: no wheel of {entry['name']} {entry['version']} for CPython {TARGET_PYTHON} x86_64")
         (staging / "requirements.txt").write_text("".join(f"{w['name']}=={w['version']}\n" for w in wheels))
-        # Verify the copy: the same imports, against the kit's host tree, load the same modules.
-        check = run_probe(make_probe_venv(tmp / "verify", [tmp / "probe" / "extras", tmp / "probe" / "base"]),
-                          staging / "host" / "ComfyUI")
-        if "host_files" not in check:
-            raise SystemExit(f"gpu-kit: the kit's host copy fails the import test: {check}")
-        lost = set(host_files) - set(check["host_files"])
-        if lost:
-            raise SystemExit(f"gpu-kit: the kit's host copy lacks {sorted(lost)[:10]}")
         for made in ("input", "output", "temp"):   # folders ComfyUI's folder_paths makes on import
             shutil.rmtree(staging / "host" / "ComfyUI" / made, ignore_errors=True)
         manifest = write_manifest(staging, host, tops, wheels, base_versions)
@@ -563,20 +578,10 @@ class Checks:
     def environment(self) -> None:
         start = time.perf_counter()
         import platform
-        # CUDA is queried in a child: a CUDA context held here for the whole check would take VRAM from the sections.
-        query = ("import json, torch; d = {'torch': torch.__version__, 'torch_file': str(torch.__file__).rsplit('/', 1)[0], "
-                 "'cuda_available': torch.cuda.is_available(), 'torch_cuda': torch.version.cuda}\n"
-                 "if torch.cuda.is_available():\n"
-                 "    p = torch.cuda.get_device_properties(0)\n"
-                 "    d.update(device=torch.cuda.get_device_name(0), device_memory_gb=round(p.total_memory / 2**30, 1), "
-                 "capability=f'{p.major}.{p.minor}')\n"
-                 "print(json.dumps(d))")
-        proc = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, env=self.env)
+        # torch and CUDA as gpu_check.sh's preflight saw them (this process holds no CUDA context: the sections need the VRAM).
         info = {"python": sys.version.split()[0], "executable": sys.executable, "machine": platform.machine(), "cpus": os.cpu_count()}
-        try:
-            info.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-        except (IndexError, json.JSONDecodeError):
-            info["torch_query_error"] = proc.stderr[-1000:]
+        if self.args.preflight and Path(self.args.preflight).exists():
+            info.update(json.loads(Path(self.args.preflight).read_text() or "{}"))
         if info.get("cuda_available"):
             smi = shutil.which("nvidia-smi")
             if smi:
@@ -778,6 +783,7 @@ def main(argv=None) -> int:
         ap.add_argument("--out", default=str(PACK_DIR / "output" / "gpu_check"))
         ap.add_argument("--budget", type=float, default=480.0)
         ap.add_argument("--setup-seconds", type=float, default=0.0)
+        ap.add_argument("--preflight", help="JSON of torch and the device, from gpu_check.sh")
         ap.add_argument("--bench", choices=("configs", "suite"), default="configs")
         ap.add_argument("--bench-configs", default="", help="e.g. 1.3b:480p,14b:480p (default: every configuration of --suite gpu)")
         ap.add_argument("--skip", default="", help="comma-separated sections to skip: tests, profile, bench")
