@@ -56,7 +56,7 @@ DEVICE_BASE_MODULES = ("torch", "torchvision", "einops", "safetensors", "numpy",
 # What the checks import: the host's sampling path, the nodes the benchmark uses, and the whole pack core.
 IMPORTS = ("comfy.samplers", "comfy.sd", "nodes", "comfy_extras.nodes_custom_sampler", "comfy_extras.nodes_easycache",
            "comfy.extra_samplers.uni_pc", "comfy.ldm.wan.model", "comfy.ldm.hunyuan_video.model", "comfy.ldm.lightricks.model",
-           "tools.bench", "tools.gpu_profile")
+           "tools.gpu_profile")
 SMALL_DATA_BYTES = 64 * 1024
 SKIP_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".pyc", ".pyi", ".md")
 HOST_EXTRAS = ("LICENSE", "requirements.txt", "comfyui_version.py", "pyproject.toml")
@@ -189,15 +189,29 @@ def stub(name):
                 setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[sub])
 
 
+class NoComfyApi:
+    # The pack's core and the benchmark must import with only the host's model code (no V3 node API).
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "comfy_api":
+            raise ImportError(f"{name} imported while importing rhymeflow_core / tools.bench: rhymeflow_core must stay "
+                              "importable without comfy_api (compat.v3_api imports it lazily)")
+
+
 def everything():
     import comfy.cli_args
     import utils.extra_config      # as ComfyUI's main.py, before `nodes`
     comfy.cli_args.args.cpu = True
+    guard = NoComfyApi()
+    sys.meta_path.insert(0, guard)
+    try:
+        import rhymeflow_core
+        for m in pkgutil.walk_packages(rhymeflow_core.__path__, "rhymeflow_core."):
+            importlib.import_module(m.name)
+        importlib.import_module("tools.bench")
+    finally:
+        sys.meta_path.remove(guard)
     for name in imports:
         importlib.import_module(name)
-    import rhymeflow_core
-    for m in pkgutil.walk_packages(rhymeflow_core.__path__, "rhymeflow_core."):
-        importlib.import_module(m.name)
 
 
 try:
