@@ -88,10 +88,24 @@ def _write_measurements():
 @pytest.fixture(autouse=True)
 def fp32_without_tf32():
     """fp32 means fp32: TF32 off for matmuls (PyTorch's default) and convolutions (cuDNN's default is on)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    except RuntimeError:   # newer torch refuses the legacy flags once its fp32_precision API was used
+        yield from _ieee_fp32()
+        return
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _ieee_fp32():
+    knobs = [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision")]
+    saved = [getattr(obj, name) for obj, name in knobs]
+    for obj, name in knobs:
+        setattr(obj, name, "ieee")
+    yield
+    for (obj, name), value in zip(knobs, saved, strict=True):
+        setattr(obj, name, value)
 
 
 # ---- tiny models, loaded through ComfyUI in the dtype asked for ------------------------------------

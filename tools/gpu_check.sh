@@ -59,13 +59,13 @@ fi
 # The machine's own packages (torch, ... : the kit never carries them) and, unless --cpu-smoke, CUDA.
 base_dirs="$base_site"
 set +e
-"$py" - "$mode" "$base_site" > "$out/.preflight" 2>&1 <<'PY'
-import importlib, site, sys
-mode, base_site = sys.argv[1], sys.argv[2]
+"$py" - "$mode" "$base_site" "$kit/manifest.json" > "$out/.preflight" 2>&1 <<'PY'
+import importlib, json, site, sys
+mode, base_site, manifest = sys.argv[1], sys.argv[2], sys.argv[3]
 if base_site:
     sys.path.insert(0, base_site)
 missing = []
-for name in ("torch", "torchvision", "einops", "safetensors", "numpy", "scipy", "psutil", "tqdm", "yaml", "PIL", "transformers", "pytest"):
+for name in json.load(open(manifest))["expects_on_machine"]["modules"]:
     try:
         importlib.import_module(name)
     except Exception as e:   # noqa: BLE001 - any failure to import is a missing package here
@@ -73,7 +73,6 @@ for name in ("torch", "torchvision", "einops", "safetensors", "numpy", "scipy", 
 if missing:
     print("MISSING " + "; ".join(missing))
     sys.exit(4)
-import json
 import torch
 cuda = torch.cuda.is_available()
 print(f"torch {torch.__version__} from {torch.__file__}; CUDA available: {cuda}" + (f" ({torch.cuda.get_device_name(0)})" if cuda else ""))
@@ -112,6 +111,9 @@ rm -f "$out/.preflight"
 # A fresh venv that sees the base packages through a .pth (python -m venv --system-site-packages alone
 # would miss them when $py is itself a venv, as on the GPU image), then the kit's wheels, offline.
 venv="${GPU_CHECK_VENV:-$scratch/venv}"   # GPU_CHECK_VENV=DIR keeps the venv after the run
+if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+  say "GPU_CHECK_VENV=$venv exists and is not a venv: not replacing it"; exit 2
+fi
 rm -rf "$venv"
 system_site=(--system-site-packages)
 [ -n "$base_site" ] && system_site=()   # CI: only the stand-in for the GPU image, nothing of this machine
@@ -133,6 +135,7 @@ if "$py" -m pip --version >/dev/null 2>&1; then
   fi
 else   # no pip next to $py: a wheel is a zip of what goes into site-packages
   say "no pip with $py: unpacking the kit's wheels into the venv"
+  set +e
   "$vpy" - "$kit" "$site_dir" <<'PY' 2>&1 | tee -a "$out/log.txt"
 import pathlib, sys, zipfile
 from packaging.tags import sys_tags
@@ -149,7 +152,9 @@ for line in (kit / "requirements.txt").read_text().split():
     else:
         sys.exit(f"no wheel of {line} in the kit installs on this python")
 PY
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { say "offline install of the kit's wheels failed"; exit 2; }
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || { say "offline install of the kit's wheels failed"; exit 2; }
 fi
 say "installed offline from the kit: $(tr '\n' ' ' < "$kit/requirements.txt")"
 

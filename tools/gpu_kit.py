@@ -17,9 +17,11 @@ those. The kit carries exactly that difference, found by an import test rather t
   requirements.txt, manifest.json (files, sizes, versions, sha256, commit), README.txt
 
 The import test runs in a throw-away venv whose only packages are links to DEVICE_BASE (and their
-requirements) from the venv that builds the kit: every ModuleNotFoundError names one more
-distribution for the wheelhouse, until the imports pass; then it runs again against the kit's own
-host copy.
+requirements) from the venv that builds the kit. A first run puts a stand-in in place of each package
+that is missing, so one run names them all (each, with its own requirements, goes into the
+wheelhouse); a clean run against the kit's own host copy then has to load the same host modules.
+Both also import rhymeflow_core and tools/bench.py with comfy_api blocked: the benchmark needs only
+the host's model code.
 """
 from __future__ import annotations
 
