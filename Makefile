@@ -27,3 +27,12 @@ bench: setup   # e.g. make bench ARGS="--suite gpu --quick --out docs/bench_gpu.
 
 clean:
 	rm -rf .venv .host
+
+.PHONY: gpu-kit gpu-check
+
+gpu-kit: setup   # the offline GPU check kit in .gpu-kit/: host tree, wheels, manifest (docs/gpu_check.md)
+	@$(PY) -m tools.gpu_kit
+
+gpu-check: setup   # CUDA tests, profile and benchmark on this machine's GPU; ARGS=--cpu-smoke rehearses them on the CPU
+	@[ -f .gpu-kit/manifest.json ] || $(PY) -m tools.gpu_kit
+	@bash tools/gpu_check.sh --python $(PY) $(ARGS)
