@@ -137,8 +137,7 @@ def profile_placement(dm, x, t, ctx, placement: str, cuda: bool, repeats: int, t
             full = _timed(lambda: dm(x, t, ctx), cuda, max(1, repeats // 2))
             one(RECORD)
             active = _timed(lambda: one(ACTIVE), cuda, repeats)
-            result.update(full_ms=full * 1e3, active_ms=active * 1e3, ratio=active / full,
-                          cache_mb=run.cache.peak_bytes / 1e6, cache_device=str(run.cache.device))
+            result.update(full_ms=full * 1e3, active_ms=active * 1e3, ratio=active / full)
             if cuda:
                 result["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -155,7 +154,8 @@ def profile_placement(dm, x, t, ctx, placement: str, cuda: bool, repeats: int, t
         result["top_ops"] = [{"name": e.key[:80], "calls": e.count, "self_cpu_us": e.self_cpu_time_total}
                              for e in sorted(prof.key_averages(), key=lambda e: -getattr(e, sort))[:top]]
     finally:
-        run.close()
+        report = run.close()   # the run's own record of where its cache lived and how big it grew
+        result.update(cache_mb=report.cache_peak_bytes / 1e6, cache_device=report.cache_device or "-")
     return result
 
 
