@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export VENV
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint workflows bench clean
+.PHONY: setup demo test test-fast lint workflows bench clean
 
 setup:
 	@bash tools/setup_host.sh
@@ -18,6 +18,10 @@ lint: setup
 
 test: setup lint
 	@$(PY) -m pytest
+
+# The quick loop while editing: unit and exactness tests only (under a minute on 2 cores); `make test` runs everything.
+test-fast: setup
+	@$(PY) -m pytest -m "not slow"
 
 workflows: setup
 	@$(PY) -m tools.make_workflows

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..rhymeflow_core.compat import v3_api
 from ..rhymeflow_core.demo_model import decode_for_display, encode_prompt, load_demo_model
+from ..rhymeflow_core.demo_prompt import EXAMPLE, grammar_help
 
 _, io = v3_api()
 CATEGORY = "sampling/rhymeflow/demo"
@@ -33,13 +34,9 @@ class RhymeFlowDemoPrompt(io.ComfyNode):
             node_id="RhymeFlowDemoPrompt",
             display_name="RhymeFlow Demo Prompt",
             category=CATEGORY,
-            description="Encodes a demo prompt such as 'a red circle moves right; then a blue square falls' "
+            description=f"Encodes a demo prompt such as '{EXAMPLE}' "
                         "into the 4096-wide token embeddings Wan's text projection expects (demo model only).",
-            inputs=[io.String.Input(
-                "text", multiline=True, default="a red circle moves right; then a blue square falls",
-                tooltip="'a <colour> <shape> <motion>', shapes joined by 'and', scenes by '; then' (cut) or '; fade to'. "
-                        "Colours: red green blue yellow white cyan magenta orange; shapes: circle square triangle; motions: "
-                        "moves left/right/up/down, falls, bounces, stays. Leave empty for the negative prompt.")],
+            inputs=[io.String.Input("text", multiline=True, default=EXAMPLE, tooltip=grammar_help())],
             outputs=[io.Conditioning.Output(tooltip="CONDITIONING for the demo model.")],
         )
 

@@ -16,12 +16,12 @@ A latent of W x H latent pixels is a 2W x 2H video; `decode_latent(encode_latent
 from __future__ import annotations
 
 import hashlib
-import re
 from functools import cache
 from pathlib import Path
 
 import torch
 
+from .demo_prompt import prompt_tokens
 from .errors import RhymeFlowInputError
 
 TEXT_DIM = 4096  # the width of Wan's text projection input (UMT5-XXL)
@@ -96,24 +96,13 @@ def _seeded_vector(tag: str) -> torch.Tensor:
     return torch.randn(TEXT_DIM, generator=torch.Generator().manual_seed(seed))
 
 
-def prompt_tokens(text: str) -> list[tuple[str, int, int]]:
-    """(word, scene, shape) per token: scenes split at ';', shapes within a scene at 'and'."""
-    tokens = []
-    for scene, part in enumerate(p for p in text.lower().split(";") if p.strip()):
-        shape = 0
-        for word in re.findall(r"[a-z0-9]+", part):
-            if word == "and":
-                shape += 1
-            tokens.append(("a" if word == "an" else word, scene, shape))
-    return tokens
-
-
 def encode_prompt(text: str) -> torch.Tensor:
     """Deterministic token embeddings [1, 32, 4096] for Wan's text projection.
 
-    Each token is the sum of seeded random vectors for its word, its scene and its shape slot, so
-    the cross-attention can tell which colour, kind and motion belong together. The empty prompt
-    is all zeros (the unconditional input the model was trained with).
+    Each token (`demo_prompt.prompt_tokens`) is the sum of seeded random vectors for its word, its
+    scene and its shape slot, so the cross-attention can tell which colour, kind and motion belong
+    together. The empty prompt is all zeros (the unconditional input the model was trained with).
+    The shipped weights were trained on these exact values (tests/test_demo_model.py pins them).
     """
     out = torch.zeros(1, TEXT_TOKENS, TEXT_DIM)
     for i, (word, scene, shape) in enumerate(prompt_tokens(text)[:TEXT_TOKENS]):
@@ -122,35 +111,7 @@ def encode_prompt(text: str) -> torch.Tensor:
     return out
 
 
-# --- models -------------------------------------------------------------------------------------
-
-def build_wan(dim: int, ffn_dim: int, layers: int, in_dim: int = 16, freq_dim: int = 256, operations=None):
-    """ComfyUI's WanModel (t2v) at a small size; heads = dim // 128 as ComfyUI's detection assumes."""
-    import comfy.ops
-    from comfy.ldm.wan.model import WanModel
-
-    return WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=in_dim, dim=dim, ffn_dim=ffn_dim,
-                    freq_dim=freq_dim, text_dim=TEXT_DIM, out_dim=16, num_heads=max(1, dim // 128),
-                    num_layers=layers, operations=operations or comfy.ops.disable_weight_init)
-
-
-def tiny_wan_state_dict(seed: int = 0, dim: int = 128, ffn_dim: int = 256, layers: int = 2,
-                        in_dim: int = 16, freq_dim: int = 256, scale: float = 0.05) -> dict:
-    """A WanModel state dict with random weights (tests and benchmarks of the mechanics)."""
-    model = build_wan(dim, ffn_dim, layers, in_dim=in_dim, freq_dim=freq_dim)
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, p in model.state_dict().items():
-        base = 1.0 if name.endswith(".weight") and "norm" in name else 0.0
-        sd[name] = base + scale * torch.randn(p.shape, generator=gen)
-    return sd
-
-
-def load_tiny_wan(seed: int = 0, **config):
-    """A real ComfyUI MODEL (ModelPatcher around WAN21) from a tiny random state dict."""
-    import comfy.sd
-    return comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(seed, **config))
-
+# --- the model ---------------------------------------------------------------------------------
 
 def load_demo_model(path: Path | str = WEIGHTS):
     """The bundled trained demo model as a ComfyUI MODEL."""

@@ -74,21 +74,46 @@ def _descriptors(x0: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(d, dim=1)
 
 
+def _drift_picks(d: torch.Tensor, spec: KeyframeSpec) -> list[int]:
+    """Frame 0, each frame (at least min_gap after the previous pick) whose descriptor has drifted from
+    the previous pick's below the similarity threshold, and the last frame."""
+    frames = d.shape[0]
+    picks, last = [0], 0
+    for f in range(1, frames):
+        if f - last >= spec.min_gap and float((d[f] * d[last]).sum()) < spec.threshold:
+            picks.append(f)
+            last = f
+    if picks[-1] != frames - 1:
+        picks.append(frames - 1)
+    return picks
+
+
+def _add_by_score(chosen: set[int], by_score: list[int], m: int, min_gap: int) -> None:
+    """Add the highest-scoring frames at least min_gap from every chosen frame, up to m frames."""
+    for f in by_score:
+        if len(chosen) >= m:
+            break
+        if f not in chosen and all(abs(f - p) >= min_gap for p in chosen):
+            chosen.add(f)
+
+
+def _add_by_bisection(chosen: set[int], m: int) -> None:
+    """Split the widest gap between chosen frames (the first of equal ones) until there are m frames."""
+    while len(chosen) < m:
+        ordered = sorted(chosen)
+        gaps = [(ordered[k + 1] - ordered[k], -k) for k in range(len(ordered) - 1)]
+        gap, neg_k = max(gaps)
+        if gap <= 1:
+            break
+        chosen.add(ordered[-neg_k] + gap // 2)
+
+
 def _semantic(x0: torch.Tensor, spec: KeyframeSpec) -> list[int]:
     frames = x0.shape[2]
     d = _descriptors(x0)
     cos_prev = (d[1:] * d[:-1]).sum(dim=1)
     score = [0.0] + (1.0 - cos_prev).tolist()
-
-    picks, last = [0], 0
-    for f in range(1, frames):
-        if f - last < spec.min_gap:
-            continue
-        if float((d[f] * d[last]).sum()) < spec.threshold:
-            picks.append(f)
-            last = f
-    if picks[-1] != frames - 1:
-        picks.append(frames - 1)
+    picks = _drift_picks(d, spec)
 
     m = spec.count
     if m <= 1:
@@ -99,18 +124,8 @@ def _semantic(x0: torch.Tensor, spec: KeyframeSpec) -> list[int]:
         interior = [f for f in by_score if f in picks and f not in (0, frames - 1)][: m - 2]
         return sorted({0, frames - 1, *interior})
     chosen = set(picks)
-    for f in by_score:
-        if len(chosen) >= m:
-            break
-        if f not in chosen and all(abs(f - p) >= spec.min_gap for p in chosen):
-            chosen.add(f)
-    while len(chosen) < m:
-        ordered = sorted(chosen)
-        gaps = [(ordered[k + 1] - ordered[k], -k) for k in range(len(ordered) - 1)]
-        gap, neg_k = max(gaps)
-        if gap <= 1:
-            break
-        chosen.add(ordered[-neg_k] + gap // 2)
+    _add_by_score(chosen, by_score, m, spec.min_gap)
+    _add_by_bisection(chosen, m)
     return sorted(chosen)
 
 

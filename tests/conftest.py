@@ -1,9 +1,12 @@
-"""Bootstraps the real ComfyUI host for the tests (COMFYUI_PATH, else the tree `make test` set up)."""
+"""Bootstraps the real ComfyUI host for the tests (COMFYUI_PATH, else the tree `make test` set up), and
+the tests' one accessor of tiny random-weight models (`tiny_model`: a plain function and a fixture)."""
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +29,9 @@ sys.path.insert(0, str(COMFY_ROOT))
 import comfy.cli_args  # noqa: E402
 import utils.extra_config  # noqa: E402,F401  as main.py: before `nodes` puts comfy/ (and comfy/utils.py) first on sys.path
 
-comfy.cli_args.args.cpu = True  # before comfy.model_management is imported (comfyui-host.md §6)
+# Before comfy.model_management is imported (docs/host.md §2); tools/gpu_check.sh sets
+# RHYMEFLOW_TEST_DEVICE=cuda to run tests/test_cuda.py on the GPU.
+comfy.cli_args.args.cpu = os.environ.get("RHYMEFLOW_TEST_DEVICE") != "cuda"
 comfy.cli_args.args.disable_smart_memory = True
 
 # Bind ComfyUI's top-level `nodes` module now: pytest may later put this pack's root (which has a
@@ -34,3 +39,27 @@ comfy.cli_args.args.disable_smart_memory = True
 import nodes as _comfy_nodes  # noqa: E402
 
 assert hasattr(_comfy_nodes, "NODE_CLASS_MAPPINGS"), f"`nodes` is not ComfyUI's: {_comfy_nodes.__file__}"
+
+
+# ---- tiny models --------------------------------------------------------------------------------
+
+_TINY_MODELS: dict = {}
+
+
+def tiny_model(family: str = "wan", variant: str | None = None, seed: int = 0, **sizes):
+    """A tiny real ComfyUI MODEL of `family` (tools/tiny_models.py: wan, hunyuan, ltxv), built once per
+    (family, variant, seed, sizes) and shared by every test that asks for it: tests must not mutate it
+    (test_sampler checks that sampling leaves the input model untouched). For module-level helpers
+    `from helpers import tiny_model`; in a test, the `tiny_model` fixture is the same function."""
+    from tools import tiny_models
+
+    key = (family, tiny_models.variant_of(family, variant), seed, tuple(sorted(sizes.items())))
+    if key not in _TINY_MODELS:
+        _TINY_MODELS[key] = tiny_models.load(family, key[1], seed, **sizes)
+    return _TINY_MODELS[key]
+
+
+@pytest.fixture(scope="session", name="tiny_model")
+def tiny_model_fixture():
+    """`tiny_model(family="wan", variant=None, seed=0, **sizes)`: the memoised accessor above."""
+    return tiny_model

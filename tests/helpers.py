@@ -7,23 +7,14 @@ import comfy.model_management
 import comfy.samplers
 import torch
 
+from conftest import tiny_model as tiny_model  # the one memoised tiny-model accessor, for module-level use
 from rhymeflow_core import report
-from rhymeflow_core.demo_model import load_tiny_wan
 from rhymeflow_core.keyframes import KeyframeSpec
 from rhymeflow_core.patch import apply_trajectory_projection
 from rhymeflow_core.run_state import KEY
 from rhymeflow_core.sampler_object import RhymeFlowSamplerObject
 from rhymeflow_core.sampling_loop import SamplerSettings
 from rhymeflow_core.schedule import ScheduleSettings
-
-_MODELS: dict = {}
-
-
-def tiny_model(seed: int = 0):
-    """A tiny real WAN21 MODEL (cached per seed; tests must not mutate it, which is itself tested)."""
-    if seed not in _MODELS:
-        _MODELS[seed] = load_tiny_wan(seed)
-    return _MODELS[seed]
 
 
 def conds(cond_tokens: int = 8, uncond_tokens: int = 8, seed: int = 3):

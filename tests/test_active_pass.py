@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from helpers import PassProbe, tiny_model
+from helpers import PassProbe
 from rhymeflow_core.adapters.wan import WanAdapter
 from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
 
@@ -26,7 +26,7 @@ def run_pass(run, dm, kind, keyframes, x, t, ctx):
 
 @pytest.mark.parametrize("context", ["kv_cache", "hidden_cache"])
 @pytest.mark.parametrize("keyframes", [(0, 5), (0, 2, 5), (0, 1, 2, 3, 4, 5)])
-def test_active_pass_on_fresh_cache_equals_full_pass(context, keyframes):
+def test_active_pass_on_fresh_cache_equals_full_pass(context, keyframes, tiny_model):
     dm = tiny_model().model.diffusion_model
     x, t, ctx = inputs()
     with torch.no_grad():
@@ -42,7 +42,7 @@ def test_active_pass_on_fresh_cache_equals_full_pass(context, keyframes):
     assert not active[:, :, others].any(), "non-keyframe outputs of an active pass are zeros, never used"
 
 
-def test_active_pass_uses_the_cached_context():
+def test_active_pass_uses_the_cached_context(tiny_model):
     """keyframe_only (no context) must differ from the full pass; the cached modes must not."""
     dm = tiny_model().model.diffusion_model
     x, t, ctx = inputs()
@@ -62,7 +62,7 @@ def test_active_pass_uses_the_cached_context():
 
 
 @pytest.mark.parametrize("context,kv_rows_per_keyframe_row", [("kv_cache", 1), ("hidden_cache", None)])
-def test_rows_processed_in_an_active_pass_are_the_keyframes(context, kv_rows_per_keyframe_row):
+def test_rows_processed_in_an_active_pass_are_the_keyframes(context, kv_rows_per_keyframe_row, tiny_model):
     model = tiny_model()
     dm = model.model.diffusion_model
     x, t, ctx = inputs(batch=2)

@@ -1,11 +1,14 @@
 """Smoke test of the sampler benchmark (tools/bench.py) at a tiny size on the CPU: no timing assertions."""
 import re
 
+import pytest
+
 from tools import bench
 
 ROWS = ("dense", "release", "release+override")
 
 
+@pytest.mark.slow
 def test_bench_table_has_every_row_and_consistent_pass_counts(tmp_path):
     out = tmp_path / "bench.md"
     text, configs = bench.main(["--model", "tiny", "--size", "32x32", "--frames", "17", "--quick", "--quick-steps", "4",
@@ -34,6 +37,7 @@ def test_bench_table_has_every_row_and_consistent_pass_counts(tmp_path):
     assert active_calls and int(active_calls.group(1)) > 0
 
 
+@pytest.mark.slow
 def test_family_bench_runs_every_family(monkeypatch, tmp_path):
     """tools/family_bench.py at a tiny size: every family samples dense and RhymeFlow with the preset's pass counts."""
     from rhymeflow_core.presets import resolve_schedule

@@ -93,6 +93,7 @@ def comfy_server(tmp_path_factory):
             server.kill()
 
 
+@pytest.mark.slow
 def test_schedule_view_in_the_browser(comfy_server):
     url, log = comfy_server
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -42,18 +42,15 @@ from rhymeflow_core.adapters.hunyuan import HunyuanVideoAdapter  # noqa: E402
 from rhymeflow_core.adapters.ltxv import LTXVAdapter  # noqa: E402
 from rhymeflow_core.adapters.wan import WanAdapter  # noqa: E402
 from rhymeflow_core.cache import ContextCache, _Prefetcher, place  # noqa: E402
-from rhymeflow_core.demo_model import tiny_wan_state_dict  # noqa: E402
 from rhymeflow_core.patch import apply_trajectory_projection  # noqa: E402
 from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun  # noqa: E402
-from rhymeflow_core.tiny_models import (  # noqa: E402
+from tools.tiny_models import (  # noqa: E402
     HUNYUAN_POOLED_DIM,
     HUNYUAN_TEXT_DIM,
     LTXV_CAPTION_DIM,
     LTXV_CHANNELS,
     WAN_CLIP_DIM,
-    tiny_hunyuan_state_dict,
-    tiny_ltxv_state_dict,
-    tiny_wan_variant_state_dict,
+    random_state_dict,
 )
 
 DEV = comfy.model_management.get_torch_device()
@@ -115,13 +112,9 @@ FAMILIES = ("wan", "wan-i2v", "wan-ti2v", "hunyuan-1.0", "hunyuan-1.5", "ltxv")
 
 
 def _state_dict(family: str, **sizes) -> dict:
-    if family == "wan":
-        return tiny_wan_state_dict(0, **sizes)
-    if family.startswith("wan-"):
-        return tiny_wan_variant_state_dict({"wan-i2v": "i2v", "wan-ti2v": "ti2v_5b"}[family], 0)
-    if family.startswith("hunyuan-"):
-        return tiny_hunyuan_state_dict(family.split("-")[1], 0)
-    return tiny_ltxv_state_dict(0)
+    name, variant = {"wan": ("wan", "t2v"), "wan-i2v": ("wan", "i2v"), "wan-ti2v": ("wan", "ti2v_5b"),
+                     "hunyuan-1.0": ("hunyuan", "1.0"), "hunyuan-1.5": ("hunyuan", "1.5"), "ltxv": ("ltxv", "t2v")}[family]
+    return random_state_dict(name, variant, 0, **sizes)
 
 
 def load(family: str, dtype: str = "fp32", **sizes):
@@ -316,7 +309,7 @@ def every_frame_pair(family: str, dtype: str, solver: str, context: str = "kv_ca
     dense = sample(model, comfy.samplers.sampler_object(solver), sigmas, latent, noise, cond=cond, uncond=uncond)
     p = apply_trajectory_projection(model, context, "gpu")
     ours = sample(p, rhymeflow(solver, warmup=3, count=latent.shape[2]), sigmas, latent, noise, cond=cond, uncond=uncond)
-    assert last_report(p)["model_calls"]["active"] > 0, "the all-keyframe run took active passes"
+    assert last_report().model_calls["active"] > 0, "the all-keyframe run took active passes"
     return dense, ours
 
 
@@ -399,12 +392,12 @@ def test_host_cache_samples_like_the_gpu_cache_and_saves_its_size_in_vram(contex
     assert host_path_taken(run_cpu) and not host_path_taken(run_gpu)
     assert run_gpu.cache.device is None or run_gpu.cache.device.type == DEV.type
     err = rel_err(on_cpu, on_gpu)
-    cache_gpu = last_report(p_gpu)["cache_peak_bytes"]
-    cache_host = last_report(p_cpu)["cache_peak_bytes"]
+    cache_gpu = run_gpu.report.cache_peak_bytes
+    cache_host = run_cpu.report.cache_peak_bytes
     info = {"rel_err": f"{err:.2e}", "bitwise_equal": bool(torch.equal(on_cpu, on_gpu)), "cache_gpu_mb": round(cache_gpu / 1e6, 1),
             "cache_host_mb": round(cache_host / 1e6, 1)}
     assert err <= 1e-6, f"cache_device=cpu differs from cache_device=gpu by {err:.2e}"
-    assert last_report(p_cpu)["model_calls"] == last_report(p_gpu)["model_calls"]
+    assert run_cpu.report.model_calls == run_gpu.report.model_calls
     if CUDA:
         layers = len(model.model.diffusion_model.blocks)
         staging = 2 * cache_gpu / layers   # two staging slots, each one block's buffers with their scratch rows
@@ -474,8 +467,8 @@ def test_no_cuda_memory_left_after_a_run_or_an_interrupted_run(placement, host_p
         sample(p, rhymeflow("euler", warmup=2, min_stride=3, max_stride=4, count=2), sigmas, latent, noise, callback=callback)
     after_interrupt = settle()
     done, interrupted = runs[0], runs[-1]
-    assert done is not interrupted and last_report(p).get("active_steps") is None, "the second run was interrupted"
-    assert interrupted.calls["active"] > 0, "interrupted inside the keyframe phase, with a cache recorded"
+    assert done is not interrupted and done.report.completed and not interrupted.report.completed, "the second run was interrupted"
+    assert interrupted.report.model_calls.get("active", 0) > 0, "interrupted inside the keyframe phase, with a cache recorded"
     for run in (done, interrupted):
         assert not run.cache.entries and not run.memo and run.plan is None, "the run's state is freed"
         assert host_path_taken(run) == (placement == "cpu")

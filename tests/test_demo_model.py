@@ -1,12 +1,14 @@
 """The embedded demo model: exact latent space, deterministic prompts, loads in ComfyUI, follows prompts."""
 import functools
+import hashlib
 
 import numpy as np
 import pytest
 import torch
 
 from rhymeflow_core.demo_model import WEIGHTS, decode_latent, encode_latent, encode_prompt
-from tools.demo_clips import COLOURS, parse_prompt, random_prompt, render
+from rhymeflow_core.demo_prompt import grammar_help, parse_prompt
+from tools.demo_clips import COLOURS, random_prompt, render
 from tools.demo_motion import CASES as MOTION_CASES
 from tools.demo_motion import MIN_PIXELS, displacement, object_track
 
@@ -26,6 +28,38 @@ def test_prompt_encoder_is_deterministic_and_binds_words_to_shapes():
     assert not torch.allclose(a, swapped)
     assert torch.count_nonzero(encode_prompt("")) == 0, "the empty prompt is the unconditional input"
     assert torch.equal(encode_prompt("an orange circle stays"), encode_prompt("a orange circle stays"))
+
+
+# sha256 (first 16 hex digits) of encode_prompt(prompt) as float32 bytes, computed with the encoder the shipped
+# weights were trained with (before the grammar moved to rhymeflow_core/demo_prompt.py): they must never change.
+TRAINED_EMBEDDINGS = {
+    "": "07854d2fef297a06",
+    "a red circle moves right": "ffc71e094054adf3",
+    "A red circle moves right and a blue square falls": "6a3a8edc83eb235f",
+    "an orange triangle bounces; then a white square stays": "ee115caa9d820ecd",
+    "a cyan circle moves up; fade to a magenta square moves down and a yellow triangle falls": "cef3ef2ee3dc2181",
+    "a green square moves left and a red circle moves up and a blue triangle bounces; then a yellow circle stays; "
+    "fade to a white square falls": "16da0dd506d9179c",
+    "a red circle moves right and a blue square moves left and a green triangle moves up; then a white circle moves "
+    "down and a cyan square bounces; fade to an orange triangle stays": "3d2abeafd6cc50b5",   # 34 tokens, cut to 32
+    "a purple hexagon spins, 3 times!": "be97b64a85c95b93",   # outside the grammar: still encoded
+    "  ;; a RED circle ; then  ": "c8e5d6a078a68ffb",
+}
+
+
+@pytest.mark.parametrize("prompt", list(TRAINED_EMBEDDINGS))
+def test_prompt_embeddings_are_the_ones_the_weights_were_trained_on(prompt):
+    embedding = encode_prompt(prompt)
+    assert embedding.dtype == torch.float32 and embedding.shape == (1, 32, 4096)
+    assert hashlib.sha256(embedding.numpy().tobytes()).hexdigest()[:16] == TRAINED_EMBEDDINGS[prompt]
+
+
+def test_prompt_node_tooltip_lists_the_vocabulary():
+    from rhymeflow_core.demo_prompt import COLOURS as WORDS
+    from rhymeflow_core.demo_prompt import KINDS
+    text = grammar_help()
+    assert all(word in text for word in (*WORDS, *KINDS, "moves left/right/up/down", "falls", "bounces", "stays"))
+    assert set(COLOURS) == set(WORDS), "the clips render every colour word"
 
 
 def test_clip_grammar_rejects_unknown_words():
@@ -60,6 +94,7 @@ def _video(prompt, seed):
 CASES = [(prompt, prompt.split()[1], axis, sign) for prompt, axis, sign in MOTION_CASES[:4]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt,colour,axis,sign", CASES)
 def test_generated_object_has_the_prompted_colour(prompt, colour, axis, sign):
     for seed in (1, 2):
@@ -69,15 +104,19 @@ def test_generated_object_has_the_prompted_colour(prompt, colour, axis, sign):
         assert nearest == colour, f"{prompt!r} seed {seed}: object colour {mean_colour.tolist()} is nearest {nearest}"
 
 
-@pytest.mark.xfail(reason="the CPU-trained demo model (4,600 steps) does not yet move objects reliably as prompted; "
-                          "see docs/demo_model.md", strict=False)
-@pytest.mark.parametrize("prompt,colour,axis,sign", CASES)
-def test_generated_object_moves_as_prompted(prompt, colour, axis, sign):
-    for seed in (1, 2):
-        moved = displacement(_video(prompt, seed), axis, sign)
-        assert moved > 3, f"{prompt!r} seed {seed}: moved {moved:+.1f} px along {axis} in the prompted direction"
+@pytest.mark.slow
+@pytest.mark.xfail(raises=AssertionError, strict=True,
+                   reason="the CPU-trained demo model (4,600 steps) does not yet move objects as prompted: about half the samples "
+                          "move the prompted way, as chance would (docs/demo_model.md; tools/demo_motion.py measures it)")
+def test_generated_object_moves_as_prompted():
+    """All eight samples (four prompts x seeds 1, 2) move more than 3 px the prompted way. Strict: when the model
+    learns motion this passes, and the xfail must go (a single prompt's two seeds often pass by chance)."""
+    moved = {(prompt, seed): displacement(_video(prompt, seed), axis, sign) for prompt, _, axis, sign in CASES for seed in (1, 2)}
+    wrong = {f"{prompt!r} seed {seed}": round(d, 1) for (prompt, seed), d in moved.items() if not d > 3}
+    assert not wrong, f"moved (px, prompted direction) no more than 3 px: {wrong}"
 
 
+@pytest.mark.slow
 def test_motion_tool_runs_end_to_end(tmp_path):
     """tools/demo_motion.py (the numbers in docs/demo_model.md): every prompt sampled, the word gap measured."""
     import json

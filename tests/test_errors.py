@@ -1,12 +1,10 @@
 """Bad input is refused with a message naming the problem and the fix, before sampling starts."""
 import comfy.model_patcher
 import comfy.samplers
-import comfy.sd
 import pytest
 import torch
 
-from helpers import PassProbe, conds, latent_and_noise, patched, rhymeflow, sample, sigmas_for, tiny_model
-from rhymeflow_core.demo_model import tiny_wan_state_dict
+from helpers import PassProbe, conds, latent_and_noise, patched, rhymeflow, sample, sigmas_for
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec
 from rhymeflow_core.patch import apply_trajectory_projection
@@ -17,13 +15,13 @@ from rhymeflow_core.schedule import ScheduleSettings
 
 def refuses(match, model, sampler, sigmas, latent, noise):
     """The error is raised and the diffusion model never ran."""
-    with PassProbe(tiny_model()) as probe:
+    with PassProbe(model) as probe:   # the patched MODEL shares the tiny model's diffusion model
         with pytest.raises(RhymeFlowInputError, match=match):
             sample(model, sampler, sigmas, latent, noise)
     assert probe.calls == [], "refused before any model call"
 
 
-def test_image_latent():
+def test_image_latent(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 10)
     latent = torch.zeros(1, 16, 8, 8)
@@ -32,56 +30,50 @@ def test_image_latent():
     refuses("has 1 frame; RhymeFlow needs a video latent", patched(model), rhymeflow(), sigmas, latent, torch.randn_like(latent))
 
 
-def test_fewer_frames_than_keyframes():
+def test_fewer_frames_than_keyframes(tiny_model):
     model = tiny_model()
     latent, noise = latent_and_noise(3, 8)
     refuses("4 keyframes asked for, but the latent has only 3", patched(model), rhymeflow(count=4), sigmas_for(model, 10), latent, noise)
 
 
-def test_warmup_not_below_steps():
+def test_warmup_not_below_steps(tiny_model):
     model = tiny_model()
     latent, noise = latent_and_noise(5, 8)
     refuses("warm-up of 10 steps leaves nothing to accelerate in 10 steps; set warmup_steps below 10",
             patched(model), rhymeflow(warmup=10), sigmas_for(model, 10), latent, noise)
 
 
-def test_manual_keyframe_out_of_range():
+def test_manual_keyframe_out_of_range(tiny_model):
     model = tiny_model()
     latent, noise = latent_and_noise(5, 8)
     sampler = RhymeFlowSamplerObject(SamplerSettings(ScheduleSettings(3, 2, 3), KeyframeSpec("manual", manual=(0, 7)), "euler"))
     refuses("manual keyframe 7 is out of range .* 5 latent frames", patched(model), sampler, sigmas_for(model, 10), latent, noise)
 
 
-def test_sampler_with_unpatched_model():
+def test_sampler_with_unpatched_model(tiny_model):
     model = tiny_model()
     latent, noise = latent_and_noise(5, 8)
     with pytest.raises(RhymeFlowInputError, match="needs a MODEL patched by the RhymeFlowTrajectoryProjection node"):
         sample(model, rhymeflow(), sigmas_for(model, 10), latent, noise)
 
 
-def test_unsupported_models_are_refused_at_patch_time():
+def test_unsupported_models_are_refused_at_patch_time(tiny_model):
     not_a_dit = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
     with pytest.raises(RhymeFlowInputError, match="model class Linear is not supported. Supported: Wan 2.1 T2V"):
         apply_trajectory_projection(not_a_dit)
-    control = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(in_dim=48))
+    control = tiny_model(in_dim=48)
     with pytest.raises(RhymeFlowInputError, match="48 input channels for 16 latent channels .* Supported: Wan 2.1 T2V / I2V"):
         apply_trajectory_projection(control)
 
 
-def test_wan_subclasses_are_refused_by_class_name():
+def test_wan_subclasses_are_refused_by_class_name(tiny_model):
     """VACE (and Camera, S2V, HuMo, Animate: other WanModel subclasses) run their own forward_orig."""
-    import comfy.ops
-    from comfy.ldm.wan.model import VaceWanModel
-
-    vace = VaceWanModel(patch_size=(1, 2, 2), dim=128, ffn_dim=256, num_heads=1, num_layers=2, vace_layers=1,
-                        vace_in_dim=96, operations=comfy.ops.disable_weight_init)
-    sd = {k: torch.randn(v.shape) * 0.05 for k, v in vace.state_dict().items()}
-    model = comfy.sd.load_diffusion_model_state_dict(sd)
+    model = tiny_model("wan", "vace")
     with pytest.raises(RhymeFlowInputError, match="model class WAN21_Vace \\(diffusion model VaceWanModel\\) is not supported"):
         apply_trajectory_projection(model)
 
 
-def test_bad_node_options():
+def test_bad_node_options(tiny_model):
     model = tiny_model()
     with pytest.raises(RhymeFlowInputError, match="unknown context mode 'fast'"):
         apply_trajectory_projection(model, "fast")
@@ -91,7 +83,7 @@ def test_bad_node_options():
         KeyframeSpec("manual")
 
 
-def test_cfg_one_is_accepted_not_refused():
+def test_cfg_one_is_accepted_not_refused(tiny_model):
     model = tiny_model()
     latent, noise = latent_and_noise(5, 8)
     cond, uncond = conds()

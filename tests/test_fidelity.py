@@ -1,10 +1,13 @@
 """The fidelity harness end to end on a tiny subset (the full run is `python -m tools.fidelity`)."""
 import json
 
+import pytest
+
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
 from tools import fidelity
 
 
+@pytest.mark.slow
 def test_harness_runs_end_to_end_on_a_subset(tmp_path):
     fidelity.main(["--prompts", "1", "--seeds", "1", "--steps", "14", "--methods", "release, kv_cache,dense,EasyCache",
                    "--out", str(tmp_path)])

@@ -1,21 +1,23 @@
 """HunyuanVideo 1.0 / 1.5 (ComfyUI's HunyuanVideo class): active passes and sampling, on tiny real models."""
-import functools
 import types
 
 import comfy.samplers
 import pytest
 import torch
 
-from helpers import key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for
+from helpers import key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for, tiny_model
 from rhymeflow_core.adapters import adapter_for
 from rhymeflow_core.adapters.hunyuan import HunyuanVideoAdapter
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
-from rhymeflow_core.tiny_models import HUNYUAN_POOLED_DIM, HUNYUAN_TEXT_DIM, load_tiny_hunyuan
+from tools.tiny_models import HUNYUAN_POOLED_DIM, HUNYUAN_TEXT_DIM
 
 FRAMES, SIZE, TEXT = 6, 8, 7
-model = functools.cache(load_tiny_hunyuan)  # tiny real models, shared by the tests (never mutated)
+
+
+def model(version):
+    return tiny_model("hunyuan", version)
 
 
 def per_frame(version):
@@ -260,7 +262,7 @@ def test_v10_token_replace_image_to_video():
 
 def test_v15_byt5_glyph_tokens_are_honoured():
     """ByT5 tokens join the text stream before the first block, so they are queries in every pass too."""
-    m = load_tiny_hunyuan("1.5", byt5=True)
+    m = tiny_model("hunyuan", "1.5", byt5=True)
     assert m.model.diffusion_model.byt5_in is not None, "ComfyUI detected the ByT5 mapper"
     sigmas = sigmas_for(m, 8)
     latent, noise = hunyuan_latent("1.5")

@@ -3,7 +3,7 @@ import nodes as comfy_nodes
 import pytest
 import torch
 
-from helpers import conds, rel_err, tiny_model
+from helpers import conds, rel_err
 from rhymeflow_core.all_in_one import sample_latent, scheduler_sigmas
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec
@@ -34,7 +34,7 @@ def _ksampler(model, steps=12, denoise=1.0, latent=None, solver="uni_pc"):
 
 @pytest.mark.parametrize("denoise", [1.0, 0.6])
 @pytest.mark.parametrize("solver", ["uni_pc", "euler"])
-def test_every_frame_a_keyframe_is_ksampler(denoise, solver):
+def test_every_frame_a_keyframe_is_ksampler(denoise, solver, tiny_model):
     # With every frame a keyframe RhymeFlow is dense sampling: same seed, noise, sigmas (denoise cut) and solver.
     model = tiny_model()
     all_frames = SamplerSettings(ScheduleSettings(3, 2, 3), KeyframeSpec("uniform", FRAMES))
@@ -44,7 +44,7 @@ def test_every_frame_a_keyframe_is_ksampler(denoise, solver):
     assert rel_err(ours, dense) <= 1e-5
 
 
-def test_two_keyframes_differ_from_dense_and_report_the_preset_schedule():
+def test_two_keyframes_differ_from_dense_and_report_the_preset_schedule(tiny_model):
     model = tiny_model()
     with observe() as reports:
         ours = _ours(model, SamplerSettings(ScheduleSettings(), KeyframeSpec("uniform", 2)), steps=20, preset="balanced")
@@ -53,7 +53,7 @@ def test_two_keyframes_differ_from_dense_and_report_the_preset_schedule():
     assert (report.full_passes, report.active_passes, report.schedule.warmup_steps, report.source) == (9, 11, 4, "9")
 
 
-def test_input_model_is_not_changed_and_bad_input_is_refused():
+def test_input_model_is_not_changed_and_bad_input_is_refused(tiny_model):
     model = tiny_model()
     options_before = repr(model.model_options)
     _ours(model, SamplerSettings(ScheduleSettings(3, 2, 3)), steps=8)
@@ -62,7 +62,7 @@ def test_input_model_is_not_changed_and_bad_input_is_refused():
         _ours(model, SamplerSettings(ScheduleSettings(10, 2, 3)), steps=8)
 
 
-def test_denoise_cuts_sigmas_like_ksampler():
+def test_denoise_cuts_sigmas_like_ksampler(tiny_model):
     from comfy_extras.nodes_custom_sampler import BasicScheduler
     model = tiny_model()
     for steps, denoise in [(12, 1.0), (12, 0.5), (10, 0.33)]:

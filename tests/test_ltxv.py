@@ -3,21 +3,18 @@ import comfy.samplers
 import pytest
 import torch
 
-from helpers import key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for
+from helpers import key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for, tiny_model
 from rhymeflow_core.adapters.ltxv import LTXVAdapter
 from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
-from rhymeflow_core.tiny_models import LTXV_CAPTION_DIM, LTXV_CHANNELS, load_tiny_ltxv
+from tools.tiny_models import LTXV_CAPTION_DIM, LTXV_CHANNELS
 
 FRAMES, SIZE, TEXT = 6, 4, 7
 P = SIZE * SIZE
-_MODEL: list = []
 
 
 def model():
-    if not _MODEL:
-        _MODEL.append(load_tiny_ltxv())
-    return _MODEL[0]
+    return tiny_model("ltxv")
 
 
 def guide_idxs(batch=1):

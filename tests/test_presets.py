@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from helpers import conds, last_report, latent_and_noise, patched, sample, sigmas_for, tiny_model
+from helpers import conds, last_report, latent_and_noise, patched, sample, sigmas_for
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec
 from rhymeflow_core.presets import PRESETS, resolve_schedule
@@ -55,7 +55,7 @@ def test_preset_warmup_keeps_a_step_to_accelerate():
             assert 1 <= resolve_schedule(preset, CUSTOM, steps).warmup_steps <= steps - 1
 
 
-def test_sampler_resolves_the_preset_for_the_run_it_gets():
+def test_sampler_resolves_the_preset_for_the_run_it_gets(tiny_model):
     model = patched(tiny_model())
     latent, noise = latent_and_noise(5, 8)
     settings = SamplerSettings(CUSTOM, KeyframeSpec("uniform", 2), "euler")
@@ -70,7 +70,7 @@ def test_sampler_resolves_the_preset_for_the_run_it_gets():
     assert report.seconds_saved == pytest.approx(report.estimated_dense_seconds - sum(report.step_seconds))
 
 
-def test_a_failing_report_observer_never_fails_the_run():
+def test_a_failing_report_observer_never_fails_the_run(tiny_model):
     model = patched(tiny_model())
     latent, noise = latent_and_noise(5, 8)
     settings = SamplerSettings(CUSTOM, KeyframeSpec("uniform", 2), "euler")
@@ -185,7 +185,7 @@ def test_without_a_server_there_is_no_route_and_no_report(monkeypatch):
     routes.send_report(last_report())   # nowhere to send: nothing happens
 
 
-def test_report_event_reaches_the_client_that_queued(fake_server):
+def test_report_event_reaches_the_client_that_queued(fake_server, tiny_model):
     routes = _pack_routes()
     model = patched(tiny_model())
     latent, noise = latent_and_noise(5, 8)

@@ -18,7 +18,6 @@ from helpers import (
     rhymeflow,
     sample,
     sigmas_for,
-    tiny_model,
 )
 from rhymeflow_core.report import observe
 from rhymeflow_core.run_state import KEY, ProjectionConfig
@@ -30,7 +29,7 @@ FULL_ROWS = FRAMES * (SIZE // 2) ** 2
 
 @pytest.mark.parametrize("solver", ["euler", "uni_pc", "uni_pc_bh2", "dpmpp_2m"])
 @pytest.mark.parametrize("context", ["kv_cache", "hidden_cache"])
-def test_every_frame_a_keyframe_reproduces_comfyui_sampler(solver, context):
+def test_every_frame_a_keyframe_reproduces_comfyui_sampler(solver, context, tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 14)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -41,7 +40,7 @@ def test_every_frame_a_keyframe_reproduces_comfyui_sampler(solver, context):
     assert probe.kinds(FULL_ROWS).count("full") == 14  # all frames -> every pass covers every row
 
 
-def test_sparse_keyframes_really_skip_and_stay_close():
+def test_sparse_keyframes_really_skip_and_stay_close(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 20)
     latent, noise = latent_and_noise(9, SIZE)
@@ -53,7 +52,7 @@ def test_sparse_keyframes_really_skip_and_stay_close():
 
 @pytest.mark.parametrize("steps,warmup,n_min,n_max,full,active", [
     (50, 10, 3, 5, 21, 29), (50, 8, 2, 3, 25, 25), (50, 8, 3, 5, 20, 30), (30, 10, 3, 5, 16, 14), (20, 6, 3, 5, 10, 10)])
-def test_pass_counts_seen_inside_the_model_follow_the_schedule(steps, warmup, n_min, n_max, full, active):
+def test_pass_counts_seen_inside_the_model_follow_the_schedule(steps, warmup, n_min, n_max, full, active, tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, steps)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -70,7 +69,7 @@ def test_pass_counts_seen_inside_the_model_follow_the_schedule(steps, warmup, n_
     assert report.model_calls["active"] == active
 
 
-def test_cond_and_uncond_in_separate_calls_keep_separate_caches():
+def test_cond_and_uncond_in_separate_calls_keep_separate_caches(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 12)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -87,7 +86,7 @@ def test_cond_and_uncond_in_separate_calls_keep_separate_caches():
     assert torch.isfinite(sparse).all()
 
 
-def test_input_model_untouched_and_runs_repeatable_and_cache_freed():
+def test_input_model_untouched_and_runs_repeatable_and_cache_freed(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 12)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -113,7 +112,7 @@ def test_input_model_untouched_and_runs_repeatable_and_cache_freed():
     assert torch.equal(sample(p, stock, sigmas, latent, noise), before)
 
 
-def test_batch_of_two_videos():
+def test_batch_of_two_videos(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 10)
     latent, noise = latent_and_noise(FRAMES, SIZE, batch=2)
@@ -125,7 +124,7 @@ def test_batch_of_two_videos():
     assert rel_err(sparse[:1], single) < 0.5
 
 
-def test_cfg_one_and_basic_guider_have_no_uncond_branch():
+def test_cfg_one_and_basic_guider_have_no_uncond_branch(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 10)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -149,7 +148,7 @@ def test_cfg_one_and_basic_guider_have_no_uncond_branch():
                 assert rel_err(out, dense) <= 1e-5
 
 
-def test_noise_mask_is_honoured_like_stock():
+def test_noise_mask_is_honoured_like_stock(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 10)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -162,7 +161,7 @@ def test_noise_mask_is_honoured_like_stock():
     torch.testing.assert_close(ours[:, :, 0], latent[:, :, 0])
 
 
-def test_partial_denoise_sigmas():
+def test_partial_denoise_sigmas(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 16)[6:]  # denoise ~0.6: the tail of the schedule
     latent = torch.randn(1, 16, FRAMES, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
@@ -174,9 +173,9 @@ def test_partial_denoise_sigmas():
     assert last_report(p).steps == 10
 
 
-def test_two_expert_split_is_a_synchronisation_point():
+def test_two_expert_split_is_a_synchronisation_point(tiny_model):
     """Wan 2.2 A14B: high-noise expert on the first sigmas, low-noise expert on the rest."""
-    high, low = tiny_model(0), tiny_model(1)
+    high, low = tiny_model(seed=0), tiny_model(seed=1)
     sigmas = sigmas_for(high, 16)
     first, second = sigmas[:9], sigmas[8:]
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -198,7 +197,7 @@ def test_two_expert_split_is_a_synchronisation_point():
     assert low_run.active_passes == build_schedule(8, ScheduleSettings(1, 3, 5)).active_passes
 
 
-def test_progress_callback_every_step_with_full_size_previews():
+def test_progress_callback_every_step_with_full_size_previews(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 12)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -209,7 +208,7 @@ def test_progress_callback_every_step_with_full_size_previews():
     assert all(s[1] == tuple(latent.shape) and s[2] == 12 for s in seen)
 
 
-def test_interrupt_stops_within_a_step_and_frees_the_cache():
+def test_interrupt_stops_within_a_step_and_frees_the_cache(tiny_model):
     model = tiny_model()
     sigmas = sigmas_for(model, 12)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -222,7 +221,7 @@ def test_interrupt_stops_within_a_step_and_frees_the_cache():
     assert runs and not runs[-1].cache.entries
 
 
-def test_attention_overrides_still_apply_in_active_passes():
+def test_attention_overrides_still_apply_in_active_passes(tiny_model):
     """A SageAttention-style override node sets transformer_options['optimized_attention_override']."""
     model = tiny_model()
     sigmas = sigmas_for(model, 10)
@@ -243,7 +242,7 @@ def test_attention_overrides_still_apply_in_active_passes():
     assert (all_rows, all_rows) in seen
 
 
-def test_frames_follow_the_spec_trajectories():
+def test_frames_follow_the_spec_trajectories(tiny_model):
     """docs/algorithm.md §1, step by step: keyframes take an Euler step every step; non-keyframes sit on the
     straight line of their group and end at the clean prediction of the last rhythmic point."""
     model = tiny_model()
@@ -279,10 +278,8 @@ def test_frames_follow_the_spec_trajectories():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_weights_through_comfy_ops_casting(dtype):
     """Weights stored in bf16/fp16 and cast per call by comfy.ops (manual cast on the CPU)."""
-    import comfy.sd
-
-    from rhymeflow_core.demo_model import tiny_wan_state_dict
-    model = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(0), model_options={"dtype": dtype})
+    from tools import tiny_models
+    model = tiny_models.load("wan", dtype=dtype)
     assert model.model.diffusion_model.blocks[0].self_attn.q.weight.dtype == dtype
     sigmas = sigmas_for(model, 10)
     latent, noise = latent_and_noise(FRAMES, SIZE)
@@ -292,7 +289,7 @@ def test_low_precision_weights_through_comfy_ops_casting(dtype):
 
 
 @pytest.mark.parametrize("easycache_first", [True, False])
-def test_easycache_in_either_order_never_skips_a_recording_pass(easycache_first):
+def test_easycache_in_either_order_never_skips_a_recording_pass(easycache_first, tiny_model):
     # EasyCache applied before the projection would wrap outside ours and could skip a recording
     # pass; per run we move ours outside it. Either way the schedule's passes all run.
     from comfy_extras.nodes_easycache import EasyCacheNode

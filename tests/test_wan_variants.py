@@ -1,27 +1,30 @@
 """Wan image-to-video families on tiny real ComfyUI models: Wan 2.1 I2V / FLF2V (WAN21, image_to_video,
 CLIP-vision tokens), Wan 2.2 A14B I2V (in_dim 36, no CLIP tokens) and Wan 2.2 TI2V-5B (WAN22, 48
 channels, per-frame timesteps from the denoise mask)."""
-import functools
 import types
 
 import comfy.samplers
 import pytest
 import torch
 
-from helpers import PassProbe, key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for
+from helpers import PassProbe, key_err, last_report, patched, rel_err, rhymeflow, sample, sigmas_for, tiny_model
 from rhymeflow_core.adapters import adapter_for
 from rhymeflow_core.adapters.wan import WanAdapter
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.run_state import ACTIVE, RECORD, ProjectionConfig, RhymeFlowRun
 from rhymeflow_core.schedule import ScheduleSettings, build_schedule
-from rhymeflow_core.tiny_models import WAN_CLIP_DIM, load_tiny_wan_variant
+from tools import tiny_models
+from tools.tiny_models import WAN_CLIP_DIM
 
 FRAMES, SIZE, TEXT = 6, 8, 8
 PER_FRAME = (SIZE // 2) ** 2
 I2V = ["i2v", "flf2v", "a14b_i2v"]
 ALL = I2V + ["ti2v_5b"]
 CLIP_TOKENS = {"i2v": 257, "flf2v": 514}
-model = functools.cache(load_tiny_wan_variant)  # tiny real models, shared by the tests (never mutated)
+
+
+def model(variant):
+    return tiny_model("wan", variant)
 
 
 def channels(variant):
@@ -237,7 +240,7 @@ def test_unsupported_wan_inputs_are_refused_with_the_reason():
         WanAdapter().forward(dm, run, {}, (x, t, ctx, None, x[:, :16, :1]), {})
     with pytest.raises(RhymeFlowInputError, match="per-token timesteps"):
         WanAdapter().forward(dm, run, {}, (x, torch.full((2, 7), 500.0), ctx), {})
-    control = load_tiny_wan_variant("t2v")
+    control = tiny_models.load("wan", "t2v")   # not the shared model: this test changes its weights
     control.model.diffusion_model.patch_embedding.weight.data = torch.zeros(128, 48, 1, 2, 2)  # a 48-channel control variant
     with pytest.raises(RhymeFlowInputError, match="48 input channels"):
         adapter_for(control)

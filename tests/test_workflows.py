@@ -9,6 +9,8 @@ import torch
 from tools import headless
 from tools.workflows import demo_prompt, two_expert_prompt, ui_to_api
 
+# Every test here loads ComfyUI's nodes and most run whole workflows through its executor.
+pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "example_workflows").glob("*.json"))
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import bootstrap, git_commit  # noqa: E402
+from tools.headless import bootstrap, git_commit
 
 # Wan 2.1 T2V architectures (heads = dim / 128, as ComfyUI's detection assumes).
 MODELS = {
@@ -97,38 +97,10 @@ def setup_host(device: str) -> str:
     return device
 
 
-def random_wan_state_dict(arch: dict, dtype, device, seed: int = 0) -> dict:
-    """Random WanModel weights made directly on `device` in `dtype` (the module is built on meta)."""
-    import comfy.ops
-    import torch
-    from comfy.ldm.wan.model import WanModel
-
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in WanModel(
-            model_type="t2v", patch_size=(1, 2, 2), in_dim=16, dim=arch["dim"], ffn_dim=arch["ffn_dim"], freq_dim=256,
-            text_dim=4096, out_dim=16, num_heads=arch["dim"] // 128, num_layers=arch["layers"],
-            operations=comfy.ops.disable_weight_init).state_dict().items()}
-    gen = torch.Generator(device).manual_seed(seed)
-    sd = {}
-    for name, shape in shapes.items():
-        t = torch.empty(shape, dtype=dtype, device=device)
-        if name.endswith(".weight") and "norm" in name:
-            t.fill_(1.0)
-        elif name.endswith(".bias"):
-            t.zero_()
-        else:   # fan-in scaled, so activations stay finite through 40 blocks
-            fan_in = shape[1:].numel() if len(shape) > 1 else 1
-            t.normal_(0.0, 0.02 if "modulation" in name else fan_in ** -0.5, generator=gen)
-        sd[name] = t
-    return sd
-
-
 def load_model(model: str, dtype, device):
-    import comfy.sd
-    sd = random_wan_state_dict(MODELS[model], dtype, device)
-    patcher = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype})
-    del sd
-    return patcher
+    """Wan 2.1 T2V at the `model` architecture with random weights (tools/tiny_models.py: drawn on `device` in `dtype`)."""
+    from tools import tiny_models
+    return tiny_models.load("wan", "t2v", dtype=dtype, device=device, **MODELS[model])
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import PACK_DIR, bootstrap, observe_reports, run_prompt  # noqa: E402
+from tools.headless import PACK_DIR, bootstrap, observe_reports, run_prompt
 
 WORKFLOW = PACK_DIR / "example_workflows" / "rhymeflow_demo.json"
 BRANCHES = ("dense", "rhymeflow")

@@ -1,26 +1,24 @@
 """Procedural training clips for the demo model: coloured shapes that move, with cuts and fades.
 
-A prompt follows a small grammar:  scene (("; then " | "; fade to ") scene)*,  scene = shape
-(" and " shape)*,  shape = "a <colour> <kind> <motion>". `random_prompt` draws one, `render`
-draws a clip that matches it (positions, sizes and speeds are random; the words fix colour, kind
-and direction). Frames are 32x32 RGB in [0, 1] on a dark background.
+Prompts follow the demo grammar (rhymeflow_core/demo_prompt.py, which also parses them):
+`random_prompt` draws one, `render` draws a clip that matches it (positions, sizes and speeds are
+random; the words fix colour, kind and direction). Frames are 32x32 RGB in [0, 1] on a dark background.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from rhymeflow_core.demo_prompt import AND, KINDS, MOTIONS, SCENE_BREAK, TRANSITIONS, parse_prompt
+from rhymeflow_core.demo_prompt import COLOURS as COLOUR_WORDS
+
 SIZE = 32
 FRAMES = 13
 SUPERSAMPLE = 4
 BACKGROUND = (0.06, 0.06, 0.08)
-COLOURS = {
-    "red": (0.92, 0.16, 0.14), "green": (0.18, 0.80, 0.24), "blue": (0.16, 0.34, 0.95),
-    "yellow": (0.96, 0.86, 0.16), "white": (0.95, 0.95, 0.95), "cyan": (0.14, 0.86, 0.90),
-    "magenta": (0.90, 0.20, 0.85), "orange": (0.98, 0.55, 0.10),
-}
-KINDS = ("circle", "square", "triangle")
-MOTIONS = ("moves left", "moves right", "moves up", "moves down", "falls", "bounces", "stays")
-TRANSITIONS = {"then": "cut", "fade to": "fade"}
+# The RGB of each colour word in the clips the demo model was trained on.
+COLOURS = dict(zip(COLOUR_WORDS, [
+    (0.92, 0.16, 0.14), (0.18, 0.80, 0.24), (0.16, 0.34, 0.95), (0.96, 0.86, 0.16),
+    (0.95, 0.95, 0.95), (0.14, 0.86, 0.90), (0.90, 0.20, 0.85), (0.98, 0.55, 0.10)], strict=True))
 
 
 def random_shape(rng: np.random.Generator) -> tuple[str, str, str]:
@@ -31,33 +29,11 @@ def random_prompt(rng: np.random.Generator) -> str:
     """Mostly one scene with one or two shapes; a quarter of the clips have a cut or a fade."""
     def scene():
         n = rng.choice([1, 2, 3], p=[0.62, 0.31, 0.07])
-        return " and ".join("a {} {} {}".format(*random_shape(rng)) for _ in range(n))
+        return f" {AND} ".join("a {} {} {}".format(*random_shape(rng)) for _ in range(n))
     text = scene()
     if rng.random() < 0.25:
-        text += "; " + str(rng.choice(list(TRANSITIONS))) + " " + scene()
+        text += f"{SCENE_BREAK} " + str(rng.choice(list(TRANSITIONS))) + " " + scene()
     return text
-
-
-def parse_prompt(text: str) -> list[tuple[str | None, list[tuple[str, str, str]]]]:
-    """[(transition into the scene or None, [(colour, kind, motion), ...]), ...]; raises on other text."""
-    scenes = []
-    for i, part in enumerate(p.strip() for p in text.lower().split(";")):
-        transition = None
-        if i:
-            for word, kind in TRANSITIONS.items():
-                if part.startswith(word + " "):
-                    transition, part = kind, part[len(word) + 1:]
-            if transition is None:
-                raise ValueError(f"scene {i + 1} must start with 'then' or 'fade to': {part!r}")
-        shapes = []
-        for clause in part.split(" and "):
-            words = clause.split()
-            if len(words) < 4 or words[0] not in ("a", "an") or words[1] not in COLOURS or words[2] not in KINDS \
-                    or " ".join(words[3:]) not in MOTIONS:
-                raise ValueError(f"not 'a <colour> <kind> <motion>': {clause!r}")
-            shapes.append((words[1], words[2], " ".join(words[3:])))
-        scenes.append((transition, shapes))
-    return scenes
 
 
 def _trajectory(motion: str, half: float, rng: np.random.Generator, n: int) -> np.ndarray:

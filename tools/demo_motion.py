@@ -20,7 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import bootstrap  # noqa: E402
+from tools.headless import bootstrap
 
 # (prompt, axis, sign): sign +1 means the coordinate grows (right, down)
 CASES = [

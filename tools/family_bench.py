@@ -1,7 +1,7 @@
 """Per-family sampler timing: dense vs RhymeFlow on every supported model family (a benchmark, not a test).
 
 Each family is its real ComfyUI class at a reduced width and depth with random weights
-(`rhymeflow_core/tiny_models.py`), loaded through ComfyUI's loader, conditioned the way its
+(`tools/tiny_models.py`), loaded through ComfyUI's loader, conditioned the way its
 stock nodes condition it (image latents, masks, CLIP-vision tokens, per-frame timesteps), and
 sampled through CFGGuider with ComfyUI's uni_pc (dense) or RhymeFlow at a preset. All families
 get the same number of video tokens, so the rows compare how much of the work each adapter saves;
@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import bootstrap, git_commit  # noqa: E402
+from tools.headless import bootstrap, git_commit
 
 FRAMES = 21          # latent frames (81 pixel frames of Wan)
 TOKENS = (12, 20)    # video tokens per latent frame (rows x columns) after patching: 5,040 in all
@@ -39,8 +39,8 @@ def _wan(variant: str):
     """Wan: latent pixels = 2 x tokens (patch 1x2x2). I2V/FLF2V: image latent + mask (+ CLIP tokens); TI2V: first frame kept."""
     import torch
 
-    from rhymeflow_core.tiny_models import WAN_CLIP_DIM, load_tiny_wan_variant
-    model = load_tiny_wan_variant(variant, dim=WIDTH, ffn_dim=4 * WIDTH, layers=2)
+    from tools.tiny_models import WAN_CLIP_DIM, load
+    model = load("wan", variant, dim=WIDTH, ffn_dim=4 * WIDTH, layers=2)
     channels = 48 if variant == "ti2v_5b" else 16
     shape = (1, channels, FRAMES, 2 * TOKENS[0], 2 * TOKENS[1])
     latent, mask, extra = torch.zeros(shape), None, {}
@@ -61,8 +61,8 @@ def _wan(variant: str):
 def _hunyuan(version: str):
     import torch
 
-    from rhymeflow_core.tiny_models import HUNYUAN_POOLED_DIM, HUNYUAN_TEXT_DIM, load_tiny_hunyuan
-    model = load_tiny_hunyuan(version, heads=WIDTH // 128, depth=1, single=1)
+    from tools.tiny_models import HUNYUAN_POOLED_DIM, HUNYUAN_TEXT_DIM, load
+    model = load("hunyuan", version, heads=WIDTH // 128, depth=1, single=1)
     v15 = version == "1.5"
     shape = (1, 32, FRAMES, *TOKENS) if v15 else (1, 16, FRAMES, 2 * TOKENS[0], 2 * TOKENS[1])
     conds = [[_rand((1, TEXT, HUNYUAN_TEXT_DIM), s), {"pooled_output": None if v15 else _rand((1, HUNYUAN_POOLED_DIM), s + 10)}]
@@ -74,8 +74,8 @@ def _hunyuan(version: str):
 def _ltxv():
     import torch
 
-    from rhymeflow_core.tiny_models import LTXV_CAPTION_DIM, LTXV_CHANNELS, load_tiny_ltxv
-    model = load_tiny_ltxv(head_dim=WIDTH // 32, layers=2)
+    from tools.tiny_models import LTXV_CAPTION_DIM, LTXV_CHANNELS, load
+    model = load("ltxv", head_dim=WIDTH // 32, layers=2)
     shape = (1, LTXV_CHANNELS, FRAMES, *TOKENS)
     # The T5 padding mask travels with LTXV conditioning (the model's forward requires it).
     conds = [[_rand((1, TEXT, LTXV_CAPTION_DIM), s), {"frame_rate": 24, "attention_mask": torch.ones(1, TEXT, dtype=torch.long)}]

@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import PACK_DIR, bootstrap, git_commit  # noqa: E402
+from tools.headless import PACK_DIR, bootstrap, git_commit
 
 PROMPTS = [
     "a red circle moves right",

@@ -434,29 +434,8 @@ def build(out: Path, max_bytes: int) -> dict:
         (staging / "wheels").mkdir()
         tops = copy_host(host, host_files, staging / "host" / "ComfyUI")
         log(f"host: {len(host_files)} modules loaded, from {', '.join(tops)}")
-        # The clean import test (no stand-ins) against the kit's own host copy: the same modules must load.
-        for _ in range(5):
-            check = run_probe(py, staging / "host" / "ComfyUI")
-            if "host_files" in check or not extras.add(check.get("missing", []), check.get("error", "")):
-                break
-        if "host_files" not in check:
-            raise SystemExit(f"gpu-kit: the kit's host copy fails the import test: {check}")
-        lost = set(host_files) - set(check["host_files"])
-        if lost:
-            raise SystemExit(f"gpu-kit: the kit's host copy lacks {sorted(lost)[:10]}")
-        wheels = []
-        for _, dist in sorted(extras.dists.items()):
-            req = f"{dist.metadata['Name']}=={dist.version}"
-            path = download(req, staging / "wheels", target=True)
-            entry = {"name": dist.metadata["Name"], "version": dist.version, "files": [path.name]}
-            if not installs_here(path):   # CI rehearses the install on this interpreter
-                entry["files"].append(download(req, staging / "wheels", target=False).name)
-            wheels.append(entry)
-            log(f"wheel {req}: {', '.join(entry['files'])}")
-        for entry in wheels:
-            entry["target_ok"] = any(installs_on_target(staging / "wheels" / f) for f in entry["files"])
-            if not entry["target_ok"]:
-                raise SystemExit(f"gpu-kit: no wheel of {entry['name']} {entry['version']} for CPython {TARGET_PYTHON} x86_64")
+        check_host_copy(py, staging / "host" / "ComfyUI", extras, host_files)
+        wheels = fetch_wheels(extras, staging / "wheels")
         (staging / "requirements.txt").write_text("".join(f"{w['name']}=={w['version']}\n" for w in wheels))
         for made in ("input", "output", "temp"):   # folders ComfyUI's folder_paths makes on import
             shutil.rmtree(staging / "host" / "ComfyUI" / made, ignore_errors=True)
@@ -479,6 +458,37 @@ def build(out: Path, max_bytes: int) -> dict:
         log(f"tracked tree {tree / 2**20:.1f} MiB + kit {size / 2**20:.1f} MiB = {total / 2**20:.1f} MiB to carry "
             f"(limit {TREE_LIMIT_BYTES / 2**20:.0f} MiB){'  -- OVER' if total > TREE_LIMIT_BYTES else ''}")
     return manifest
+
+
+def check_host_copy(py, host_copy: Path, extras, host_files) -> None:
+    """The clean import test (no stand-ins) against the kit's own host copy: the same modules must load."""
+    for _ in range(5):
+        check = run_probe(py, host_copy)
+        if "host_files" in check or not extras.add(check.get("missing", []), check.get("error", "")):
+            break
+    if "host_files" not in check:
+        raise SystemExit(f"gpu-kit: the kit's host copy fails the import test: {check}")
+    lost = set(host_files) - set(check["host_files"])
+    if lost:
+        raise SystemExit(f"gpu-kit: the kit's host copy lacks {sorted(lost)[:10]}")
+
+
+def fetch_wheels(extras, folder: Path) -> list[dict]:
+    """A wheel of each extra package for the GPU machine's Python (and one for this interpreter, which CI installs)."""
+    wheels = []
+    for _, dist in sorted(extras.dists.items()):
+        req = f"{dist.metadata['Name']}=={dist.version}"
+        path = download(req, folder, target=True)
+        entry = {"name": dist.metadata["Name"], "version": dist.version, "files": [path.name]}
+        if not installs_here(path):   # CI rehearses the install on this interpreter
+            entry["files"].append(download(req, folder, target=False).name)
+        wheels.append(entry)
+        log(f"wheel {req}: {', '.join(entry['files'])}")
+    for entry in wheels:
+        entry["target_ok"] = any(installs_on_target(folder / f) for f in entry["files"])
+        if not entry["target_ok"]:
+            raise SystemExit(f"gpu-kit: no wheel of {entry['name']} {entry['version']} for CPython {TARGET_PYTHON} x86_64")
+    return wheels
 
 
 def tracked_tree_bytes() -> int | None:

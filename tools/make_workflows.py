@@ -11,7 +11,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import PACK_DIR, bootstrap, load_nodes  # noqa: E402
+from tools.headless import PACK_DIR, bootstrap, load_nodes
 
 DEMO_NOTE = """## RhymeFlow demo (the pack's small trained model, runs on a CPU)
 Two branches on the same model, prompt, seed and sigmas. Top: dense sampling (KSamplerSelect uni_pc).

@@ -15,7 +15,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import bootstrap  # noqa: E402
+from tools.headless import bootstrap
 
 
 def best_ms(fn, repeat: int = 3) -> float:
@@ -59,10 +59,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.ERROR)  # the host logs optional-import warnings
     import torch
 
-    from rhymeflow_core.demo_model import load_tiny_wan
     from rhymeflow_core.keyframes import KeyframeSpec, select_keyframes
+    from tools import tiny_models
 
-    model = load_tiny_wan(0, dim=args.dim, ffn_dim=4 * args.dim, layers=args.layers)
+    model = tiny_models.load("wan", "t2v", dim=args.dim, ffn_dim=4 * args.dim, layers=args.layers)
     dm = model.model.diffusion_model
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, args.frames, 2 * args.tokens_h, 2 * args.tokens_w, generator=g)

@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.headless import bootstrap  # noqa: E402
+from tools.headless import bootstrap
 
 
 def make_batch(seed: int, step: int, batch: int, frames: int, uncond_rate: float = 0.1):
@@ -104,12 +104,13 @@ def main(argv=None) -> None:
     bootstrap()
     import torch
 
-    from rhymeflow_core.demo_model import DEMO_CONFIG, WEIGHTS, build_wan
+    from rhymeflow_core.demo_model import DEMO_CONFIG, WEIGHTS
+    from tools.tiny_models import build_module
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = build_wan(**DEMO_CONFIG)
+    model = build_module("wan", "t2v", **DEMO_CONFIG)  # ComfyUI's WanModel, initialised below
     init_weights(model)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     segments = [(int(a), float(b), float(c)) for a, b, c in (part.split(":") for part in args.schedule.split(","))]

@@ -276,6 +276,31 @@ DEFAULT_SIZE = (420, 200)
 NODE_SIZES = {"RhymeFlowSampler": (440, 520), "RhymeFlowKSampler": (440, 760), "CLIPTextEncode": (420, 160)}
 
 
+def _ui_inputs(prompt: dict, nid: str, links: list, out_links: dict) -> tuple[list, list]:
+    """(UI inputs, widget values) of API node `nid`; appends its incoming links to `links` and `out_links`."""
+    node = prompt[nid]
+    inputs, widgets = [], []
+    for name, kind, opts in _input_specs(node["class_type"]):
+        if name not in node["inputs"]:
+            continue
+        value = node["inputs"][name]
+        if isinstance(value, list):
+            link_id = len(links) + 1
+            src, slot = value
+            links.append([link_id, int(src), slot, int(nid), len(inputs), _output_types(prompt[src]["class_type"])[slot]])
+            out_links.setdefault((src, slot), []).append(link_id)
+            entry = {"name": name, "type": kind, "link": link_id}
+            if kind in WIDGET_TYPES:
+                entry["widget"] = {"name": name}
+            inputs.append(entry)
+        else:
+            widgets.append(value)
+            if opts.get("control_after_generate"):
+                widgets.append("fixed")
+            inputs.append({"name": name, "type": kind, "widget": {"name": name}, "link": None})
+    return inputs, widgets
+
+
 def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
     """A UI-format workflow (litegraph JSON, version 0.4) laid out left to right by dependency depth."""
     depth: dict[str, int] = {}
@@ -293,25 +318,7 @@ def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
     out_links: dict[tuple, list] = {}
     for nid in ids:
         node = prompt[nid]
-        inputs, widgets = [], []
-        for name, kind, opts in _input_specs(node["class_type"]):
-            if name not in node["inputs"]:
-                continue
-            value = node["inputs"][name]
-            if isinstance(value, list):
-                link_id = len(links) + 1
-                src, slot = value
-                links.append([link_id, numeric[src], slot, numeric[nid], len(inputs), _output_types(prompt[src]["class_type"])[slot]])
-                out_links.setdefault((src, slot), []).append(link_id)
-                entry = {"name": name, "type": kind, "link": link_id}
-                if kind in WIDGET_TYPES:
-                    entry["widget"] = {"name": name}
-                inputs.append(entry)
-            else:
-                widgets.append(value)
-                if opts.get("control_after_generate"):
-                    widgets.append("fixed")
-                inputs.append({"name": name, "type": kind, "widget": {"name": name}, "link": None})
+        inputs, widgets = _ui_inputs(prompt, nid, links, out_links)
         col = node_depth(nid)
         size = NODE_SIZES.get(node["class_type"], DEFAULT_SIZE)
         y = column_y.get(col, 40)
@@ -347,23 +354,28 @@ def ui_to_api(workflow: dict) -> dict:
             continue
         if node.get("mode", 0) != 0:
             continue
-        specs = _input_specs(node["type"])  # KeyError if the host lacks the node type
-        names = {s[0] for s in specs}
-        for entry in node.get("inputs", []):
-            if entry["name"] not in names:
-                raise ValueError(f"node {node['id']} ({node['type']}): input {entry['name']!r} does not exist in this host")
-        values = list(node.get("widgets_values", []))
-        linked = {e["name"]: e["link"] for e in node.get("inputs", []) if e.get("link") is not None}
-        inputs = {}
-        for name, kind, opts in specs:
-            if name in linked:
-                link = links[linked[name]]
-                if link[3] != node["id"]:
-                    raise ValueError(f"link {link[0]} does not end at node {node['id']}")
-                inputs[name] = [str(link[1]), link[2]]
-            elif kind in WIDGET_TYPES and values:
-                inputs[name] = values.pop(0)
-                if opts.get("control_after_generate") and values:
-                    values.pop(0)
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": _api_inputs(node, links)}
     return prompt
+
+
+def _api_inputs(node: dict, links: dict) -> dict:
+    """The API inputs of a UI node: links as [source id, slot], widget values in the host's input order."""
+    specs = _input_specs(node["type"])  # KeyError if the host lacks the node type
+    names = {s[0] for s in specs}
+    for entry in node.get("inputs", []):
+        if entry["name"] not in names:
+            raise ValueError(f"node {node['id']} ({node['type']}): input {entry['name']!r} does not exist in this host")
+    values = list(node.get("widgets_values", []))
+    linked = {e["name"]: e["link"] for e in node.get("inputs", []) if e.get("link") is not None}
+    inputs = {}
+    for name, kind, opts in specs:
+        if name in linked:
+            link = links[linked[name]]
+            if link[3] != node["id"]:
+                raise ValueError(f"link {link[0]} does not end at node {node['id']}")
+            inputs[name] = [str(link[1]), link[2]]
+        elif kind in WIDGET_TYPES and values:
+            inputs[name] = values.pop(0)
+            if opts.get("control_after_generate") and values:
+                values.pop(0)
+    return inputs
