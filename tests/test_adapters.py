@@ -115,7 +115,8 @@ class Case:
             if self.family == "hunyuan":   # 1.5's text encoder has no pooled output; ComfyUI still reads the key
                 pooled = torch.randn(1, HUNYUAN_POOLED_DIM, generator=g) if self.variant == "1.0" else None
                 return [[torch.randn(1, TEXT, HUNYUAN_TEXT_DIM, generator=g), {"pooled_output": pooled}]]
-            return [[torch.randn(1, TEXT, LTXV_CAPTION_DIM, generator=g), {"frame_rate": 24}]]
+            extra = {"frame_rate": 24, "attention_mask": torch.ones(1, TEXT, dtype=torch.long)}
+            return [[torch.randn(1, TEXT, LTXV_CAPTION_DIM, generator=g), extra]]
         return one(), one()
 
     def latent(self, seed=1):
@@ -166,11 +167,20 @@ def test_active_pass_sends_only_keyframe_rows_through_the_blocks(case, context):
         with QueryRows(case) as rows:
             case.run_pass(run, RECORD, keyframes, inp)
             case.run_pass(run, ACTIVE, keyframes, inp)
-        assert rows.calls == [BATCH * FRAMES * case.per_frame, BATCH * len(keyframes) * case.per_frame]
+        full, key = BATCH * FRAMES * case.per_frame, BATCH * len(keyframes) * case.per_frame
+        assert rows.calls[:2] == [full, key]
+        # hidden_cache re-projects the cached block inputs to keys/values every pass (the reference code's
+        # mode): a fused qkv projection (HunyuanVideo) sees those rows too; nothing else ever does.
+        fused_reprojection = context == "hidden_cache" and case.family == "hunyuan"
+        assert rows.calls[2:] == ([full] if fused_reprojection else [])
         run.close()
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+# Whole runs are slow on a CPU: the fast loop keeps one family, `make test` runs them all.
+RUN_CASES = [c if c == CASES[0] else pytest.param(c, marks=pytest.mark.slow) for c in CASES]
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=str)
 def test_a_run_counts_every_call_and_the_rows_the_model_saw(case):
     steps, settings = 20, ScheduleSettings(6, 3, 5)
     schedule = build_schedule(steps, settings)

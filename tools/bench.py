@@ -148,7 +148,6 @@ class PassTimer:
 
     def reset(self):
         self.times: dict[str, list[float]] = {}
-        self.run = None
 
     def _sync(self):
         if self.cuda:
@@ -157,13 +156,9 @@ class PassTimer:
 
     def __call__(self, executor, *args, **kwargs):
         from rhymeflow_core import compat
-        from rhymeflow_core.run_state import FULL, KEY, RhymeFlowRun
+        from rhymeflow_core.patch import pass_kind
         to = compat.transformer_options_of(args, kwargs)
-        run = to.get(KEY)
-        kind = FULL
-        if isinstance(run, RhymeFlowRun):
-            self.run = run
-            kind = run.plan.kind if run.plan is not None else FULL
+        kind = pass_kind(to) or "full"
         self._sync()
         start = time.perf_counter()
         out = executor(*args, **kwargs)
@@ -222,11 +217,11 @@ def make_sampler(row: Row, quick: bool):
     import comfy.samplers
 
     from rhymeflow_core.keyframes import KeyframeSpec
-    from rhymeflow_core.sampler import SamplerSettings
-    from rhymeflow_core.sampler_object import RhymeFlowKSampler
+    from rhymeflow_core.sampler_object import RhymeFlowSamplerObject
+    from rhymeflow_core.sampling_loop import SamplerSettings
     if not row.rhymeflow:
         return comfy.samplers.sampler_object("uni_pc")
-    return RhymeFlowKSampler(SamplerSettings(schedule_settings(row, quick), KeyframeSpec("uniform", row.keyframes), "uni_pc"))
+    return RhymeFlowSamplerObject(SamplerSettings(schedule_settings(row, quick), KeyframeSpec("uniform", row.keyframes), "uni_pc"))
 
 
 def sample_once(model, sampler, inputs: Inputs, steps: int, cuda: bool, cfg: float = 5.0, mask=None):
@@ -270,14 +265,15 @@ def run_row(base, timer: PassTimer, row: Row, inputs: Inputs, steps: int, quick:
     """`quick`: 0 for a full-length run, else the number of steps of the short RhymeFlow run."""
     import torch
 
-    from rhymeflow_core.run_state import KEY
+    from rhymeflow_core.report import observe
     from rhymeflow_core.schedule import build_schedule
     frames = inputs.latent.shape[2]
     plain_dense = not row.rhymeflow and not row.easycache
     steps_run = min(steps, DENSE_QUICK_STEPS if plain_dense else quick) if quick else steps
     model, probe = build_row_model(base, row, inputs.tokens)
     timer.reset()
-    out, wall = sample_once(model, make_sampler(row, bool(quick)), inputs, steps_run, cuda)
+    with observe() as reports:
+        out, wall = sample_once(model, make_sampler(row, bool(quick)), inputs, steps_run, cuda)
     calls = {k: len(v) for k, v in timer.times.items()}
     calls_per_step = sum(calls.values()) / steps_run
     full_mean = _rest_mean(timer.times.get("full"))
@@ -288,10 +284,8 @@ def run_row(base, timer: PassTimer, row: Row, inputs: Inputs, steps: int, quick:
     notes = []
     cache_gb, cache_device = 0.0, "-"
     if row.rhymeflow:
-        report = model.model_options["transformer_options"][KEY].reports[-1]
-        cache_gb = report.get("cache_peak_bytes", 0) / 1e9
-        if timer.run is not None and timer.run.cache.device is not None:
-            cache_device = str(timer.run.cache.device)
+        report = reports[-1]
+        cache_gb, cache_device = report.cache_peak_bytes / 1e9, report.cache_device or "-"
     ideal = build_schedule(steps, schedule_settings(row, False)).ideal_speedup(ratio) if row.rhymeflow and ratio else None
     if probe is not None:
         notes.append(f"override called {probe.calls}x, {probe.active_self}x as active self-attention")

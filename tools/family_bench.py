@@ -107,24 +107,25 @@ def run_family(name: str, steps: int, preset: str, log=print) -> dict:
     from rhymeflow_core.keyframes import KeyframeSpec
     from rhymeflow_core.patch import apply_trajectory_projection
     from rhymeflow_core.presets import resolve_schedule
-    from rhymeflow_core.run_state import KEY
-    from rhymeflow_core.sampler import SamplerSettings
-    from rhymeflow_core.sampler_object import RhymeFlowKSampler
+    from rhymeflow_core.report import observe
+    from rhymeflow_core.sampler_object import RhymeFlowSamplerObject
+    from rhymeflow_core.sampling_loop import SamplerSettings
     from rhymeflow_core.schedule import ScheduleSettings
 
     label, build = FAMILIES[name]
     model, latent, mask, conds, cfg = build()
     patched = apply_trajectory_projection(model, "kv_cache", "auto")
     schedule = resolve_schedule(preset, ScheduleSettings(), steps)
-    rhymeflow = RhymeFlowKSampler(SamplerSettings(schedule, KeyframeSpec("semantic", 2), "uni_pc"))
+    rhymeflow = RhymeFlowSamplerObject(SamplerSettings(schedule, KeyframeSpec("semantic", 2), "uni_pc"))
     dense = comfy.samplers.sampler_object("uni_pc")
     sample(model, dense, latent, mask, conds, cfg, 2)   # one-time costs (weights cast, kernels) outside the timing
     _, dense_s = sample(model, dense, latent, mask, conds, cfg, steps)
-    _, ours_s = sample(patched, rhymeflow, latent, mask, conds, cfg, steps)
-    report = patched.model_options["transformer_options"][KEY].reports[-1]
+    with observe() as reports:
+        _, ours_s = sample(patched, rhymeflow, latent, mask, conds, cfg, steps)
+    report = reports[-1]
     row = {"family": name, "label": label, "class": type(model.model).__name__, "dense_s": dense_s, "rhymeflow_s": ours_s,
-           "speedup": dense_s / ours_s, "full": report["full_steps"], "active": report["active_steps"],
-           "keyframes": report["keyframes"], "conditioned": report.get("conditioned_frames", [])}
+           "speedup": dense_s / ours_s, "full": report.full_passes, "active": report.active_passes,
+           "keyframes": report.keyframes, "conditioned": report.conditioned_frames}
     log(f"{name:11s} dense {dense_s:6.2f} s  RhymeFlow {ours_s:6.2f} s  {row['speedup']:.2f}x  "
         f"full/active {row['full']}/{row['active']}  keyframes {row['keyframes']}")
     return row
