@@ -25,7 +25,7 @@ from .schedule import ScheduleSettings, build_schedule
 # 1.3B at 480x832x81 frames with the kv_cache context on an H200 (docs/algorithm.md §6).
 # The cost grows with M because keyframe tokens are the queries; other models and sizes differ.
 ACTIVE_COST = {2: 0.109, 3: 0.154, 4: 0.198, 6: 0.301}
-ACTIVE_COST_SOURCE = "active pass = {cost:.3f} of a full pass (measured: Wan 2.1 1.3B 480p, kv_cache, M={m})"
+ACTIVE_COST_SOURCE = "active pass = {cost:.3f} of a full pass, measured on Wan 2.1 1.3B 480p, kv_cache, M={m}"
 
 # ---- limits: the widgets' own ranges (nodes/sampler.py declares its widgets with these) -----------
 MAX_STEPS, MAX_FRAMES = 10000, 4096           # the hosts' steps widgets stop at 10000; 16384 pixel frames / 4 + 1
@@ -43,11 +43,11 @@ PRESET_WIDGETS = ("warmup_steps", "min_stride", "max_stride", "transition_1", "t
 
 # What the drawing's colours mean; the browser draws with these colours and shows this legend.
 LEGEND = (
-    ("warmup", "#6b7f91", "warm-up: full pass, every frame"),
-    ("rhythmic", "#e0a030", "rhythmic point: full pass, others jump to the group end"),
-    ("active", "#36b3d6", "active pass: keyframe computed"),
-    ("skipped", "#1c2830", "skipped: non-keyframe on its straight path"),
-    ("keyframe", "#ffffff", "tick: keyframe row; line: keyframes chosen"),
+    ("warmup", "#6b7f91", "warm-up (full pass)"),
+    ("rhythmic", "#e0a030", "rhythmic point (full pass)"),
+    ("active", "#36b3d6", "active pass (keyframes only)"),
+    ("skipped", "#1c2830", "skipped (non-keyframe)"),
+    ("keyframe", "#ffffff", "keyframe tick / line where they are chosen"),
 )
 COLORS = {key: color for key, color, _ in LEGEND} | {"grid": "#0e1418"}
 
@@ -154,8 +154,8 @@ def schedule_view(steps: int, frames: int, preset: str = CUSTOM, schedule: Sched
                      f"({stride_schedule}), transitions {_fmt(settings.transition_1)} / {_fmt(settings.transition_2)}")
     else:
         lines.append(f"preset {preset} at {steps} steps: warm-up {settings.warmup_steps} "
-                     f"({PRESETS[preset].warmup_percent}%), strides {settings.min_stride}-{settings.max_stride} "
-                     f"(progressive); the greyed widgets apply to custom only")
+                     f"({PRESETS[preset].warmup_percent}%), strides {settings.min_stride}-{settings.max_stride}; "
+                     f"the widgets it overrides are ignored (kept for custom)")
     warmup_note = ""
     if settings.warmup_steps < plan.warmup:
         warmup_note = f" (warmup_steps {settings.warmup_steps}: the first step is always a full pass)"
