@@ -199,6 +199,11 @@ try {
         (n.outputs ?? []).forEach((_, slot) => (n.getOutputNodes?.(slot) ?? []).forEach(down));
       };
       down(runner);
+      // A seed of its own: the server caches a prompt it has run before, and a cached sampler sends no report.
+      for (const n of nodes) {
+        const seed = n.widgets?.find((w) => w.name === "noise_seed");
+        if (seed) seed.value = Math.floor(Math.random() * 1e9);
+      }
       let muted = 0;
       for (const n of nodes) {
         if (n.constructor?.nodeData?.output_node && !keep.has(n.id)) {
