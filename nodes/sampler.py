@@ -7,6 +7,7 @@ from ..rhymeflow_core.presets import CUSTOM, PRESET_NAMES
 from ..rhymeflow_core.sampler_object import RhymeFlowSamplerObject
 from ..rhymeflow_core.sampling_loop import SamplerSettings
 from ..rhymeflow_core.schedule import ScheduleSettings
+from ..rhymeflow_core.schedule_view import WIDGET_LIMITS
 from ..rhymeflow_core.solvers import SOLVERS
 from .keyframes import Keyframes
 
@@ -14,23 +15,25 @@ _, io = v3_api()
 
 PRESET_TOOLTIP = ("quality / balanced / fast fix the schedule for any step count: warm-up 30 / 20 / 15 % of the steps, "
                   "strides 2-3 / 3-5 / 4-5 (balanced = the paper's release setting). custom uses warmup_steps, strides, "
-                  "transitions and stride_schedule as set. The schedule view below shows the result.")
+                  "transitions and stride_schedule as set. The schedule view below shows the result; while a preset is "
+                  "chosen, the widgets it overrides are greyed out (their values are kept for custom).")
 
 
 def schedule_inputs(preset_default: str) -> list:
-    """The schedule widgets shared by RhymeFlowSampler and RhymeFlowKSampler."""
+    """The schedule widgets shared by RhymeFlowSampler and RhymeFlowKSampler. Their ranges are the schedule
+    route's (rhymeflow_core.schedule_view.WIDGET_LIMITS), so the view accepts whatever the widgets allow."""
     return [
-        io.Int.Input("warmup_steps", default=10, min=0, max=1000,
+        io.Int.Input("warmup_steps", default=10, min=WIDGET_LIMITS["warmup_steps"][0], max=WIDGET_LIMITS["warmup_steps"][1],
                      tooltip="Synchronous full steps before any frame skips; the strongest quality knob. "
                              "Release: 10 of 50 steps. At 30 steps 6-10, at 20 steps 4-6 (see README). Used with preset custom."),
-        io.Int.Input("min_stride", default=3, min=1, max=100,
+        io.Int.Input("min_stride", default=3, min=WIDGET_LIMITS["min_stride"][0], max=WIDGET_LIMITS["min_stride"][1],
                      tooltip="Group length (steps per full pass) early after warm-up. Used with preset custom."),
-        io.Int.Input("max_stride", default=5, min=1, max=100,
+        io.Int.Input("max_stride", default=5, min=WIDGET_LIMITS["max_stride"][0], max=WIDGET_LIMITS["max_stride"][1],
                      tooltip="Group length late in sampling. Strides above 5 start to shimmer (paper, Fig. 6). Used with preset custom."),
-        io.Float.Input("transition_1", default=0.3, min=0.0, max=1000.0, step=0.01,
+        io.Float.Input("transition_1", default=0.3, min=WIDGET_LIMITS["transition_1"][0], max=WIDGET_LIMITS["transition_1"][1], step=0.01,
                        tooltip="Where the middle stride (min+1) starts: a fraction of the post-warm-up steps, "
                                "or an absolute step offset if above 1. Used with preset custom."),
-        io.Float.Input("transition_2", default=0.7, min=0.0, max=1000.0, step=0.01,
+        io.Float.Input("transition_2", default=0.7, min=WIDGET_LIMITS["transition_2"][0], max=WIDGET_LIMITS["transition_2"][1], step=0.01,
                        tooltip="Where max_stride starts: a fraction of the post-warm-up steps, or an absolute offset if above 1. "
                                "Used with preset custom."),
         io.Combo.Input("stride_schedule", options=["progressive", "fixed"], default="progressive",

@@ -7,7 +7,7 @@ docs/algorithm.md §1 and §2. Every step index gets one of three roles:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import RhymeFlowInputError
 
@@ -41,6 +41,15 @@ class Schedule:
     warmup: int          # number of synchronous steps before the first group (>= 1)
     detect_step: int     # keyframes are chosen from this step's clean prediction
     groups: tuple[Group, ...]
+    # Step -> index into `groups` (-1 in warm-up), built once: `role` and `group_at` are O(1), so a
+    # whole schedule (`roles()`, the sampling loop) is linear in the step count.
+    _group_of_step: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        index = [-1] * self.steps
+        for k, g in enumerate(self.groups):
+            index[g.start:g.end] = [k] * (g.end - g.start)
+        object.__setattr__(self, "_group_of_step", tuple(index))
 
     def role(self, i: int) -> str:
         if i < self.warmup:
@@ -48,10 +57,10 @@ class Schedule:
         return RHYTHMIC if self.group_at(i).start == i else ACTIVE
 
     def group_at(self, i: int) -> Group:
-        for g in self.groups:
-            if g.start <= i < g.end:
-                return g
-        raise IndexError(f"step {i} is in no group")
+        k = self._group_of_step[i] if 0 <= i < self.steps else -1
+        if k < 0:
+            raise IndexError(f"step {i} is in no group")
+        return self.groups[k]
 
     @property
     def full_passes(self) -> int:
@@ -66,7 +75,10 @@ class Schedule:
         return self.steps / (self.full_passes + self.active_passes * active_cost)
 
     def roles(self) -> list[str]:
-        return [self.role(i) for i in range(self.steps)]
+        roles = [WARMUP] * min(self.warmup, self.steps) + [ACTIVE] * max(self.steps - self.warmup, 0)
+        for g in self.groups:
+            roles[g.start] = RHYTHMIC
+        return roles
 
 
 def _transition_offset(p: float, remaining: int) -> int:

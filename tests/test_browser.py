@@ -1,9 +1,16 @@
 """The schedule view in the real ComfyUI frontend: server + headless Chromium (tests/browser/drive.mjs).
 
+Two frontends, each on its own server: the one the host pins (its requirements.txt; ComfyUI 0.3.75:
+comfyui-frontend-package 1.32.9) and the newest one tools/setup_host.sh installs from PyPI into
+.host/frontend/<version>/ (started with --front-end-root). The newest is driven with the classic
+canvas and with Vue nodes ("Nodes 2.0"); the pinned one with the classic canvas, and with Vue nodes
+without a run (it is an experimental setting there).
+
 Needs Debian's chromium, node and tests/browser/node_modules (`npm ci` there; tools/setup_host.sh does
 it when npm exists). Skipped with the reason when they are missing, except under
 RHYMEFLOW_REQUIRE_BROWSER=1 (set by .ci/run), where a missing piece fails the test.
-The screenshot is kept in output/test-artifacts/.
+RHYMEFLOW_FRONTEND_ROOT=<.../comfyui_frontend_package/static> picks another "newest" frontend.
+Screenshots are kept in output/test-artifacts/.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from tools.headless import PACK_DIR
 BROWSER_DIR = PACK_DIR / "tests" / "browser"
 ARTIFACTS = PACK_DIR / "output" / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+REQUIRED = os.environ.get("RHYMEFLOW_REQUIRE_BROWSER") == "1"
 
 
 def _missing() -> list[str]:
@@ -35,6 +43,22 @@ def _missing() -> list[str]:
     if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
         missing.append("playwright-core (npm ci in tests/browser)")
     return missing
+
+
+def _version_key(path: Path) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in path.name.split("."))
+
+
+def newest_frontend() -> tuple[Path, str] | None:
+    """(static folder, version) of the newest frontend installed by tools/setup_host.sh, if any."""
+    env = os.environ.get("RHYMEFLOW_FRONTEND_ROOT")
+    if env:
+        root = Path(env)
+        info = next(root.parent.parent.glob("comfyui_frontend_package-*.dist-info"), None)
+        return root, info.name.split("-")[1].removesuffix(".dist-info") if info else "?"
+    folders = sorted((PACK_DIR / ".host" / "frontend").glob("*/comfyui_frontend_package/static"),
+                     key=lambda p: _version_key(p.parent.parent))
+    return (folders[-1], folders[-1].parent.parent.name) if folders else None
 
 
 def _free_port() -> int:
@@ -58,17 +82,28 @@ def _wait_until_up(url: str, server: subprocess.Popen, log: Path, seconds: float
     raise RuntimeError(f"ComfyUI did not answer within {seconds} s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def comfy_server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["pinned", "newest"])
+def comfy_server(request, tmp_path_factory):
+    """(url, server log, frontend name, version) of a ComfyUI server with this pack and that frontend."""
     missing = _missing()
+    frontend_args, version = [], None
+    if request.param == "newest":
+        found = newest_frontend()
+        if found is None:
+            missing.append("the newest frontend (tools/setup_host.sh installs it in .host/frontend/)")
+        else:
+            frontend_args, version = ["--front-end-root", str(found[0])], found[1]
     if missing:
         message = "browser test needs " + ", ".join(missing)
-        if os.environ.get("RHYMEFLOW_REQUIRE_BROWSER") == "1":
+        if REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
     from conftest import COMFY_ROOT
+    if version is None:  # the package the host's own requirements installed into this venv
+        from importlib.metadata import version as installed
+        version = installed("comfyui-frontend-package")
 
-    base = tmp_path_factory.mktemp("comfy-base")
+    base = tmp_path_factory.mktemp(f"comfy-{request.param}")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ComfyUI-RhymeFlow").symlink_to(PACK_DIR, target_is_directory=True)
     settings = base / "user" / "default" / "comfy.settings.json"
@@ -78,13 +113,13 @@ def comfy_server(tmp_path_factory):
     port = _free_port()
     log = base / "comfyui.log"
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-           "--disable-auto-launch", "--disable-api-nodes"]
+           "--disable-auto-launch", "--disable-api-nodes", *frontend_args]
     with log.open("w") as out:
         server = subprocess.Popen(cmd, cwd=COMFY_ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, server, log)
-        yield url, log
+        yield url, log, request.param, version
     finally:
         server.terminate()
         try:
@@ -94,36 +129,73 @@ def comfy_server(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_schedule_view_in_the_browser(comfy_server):
-    url, log = comfy_server
+@pytest.mark.parametrize("mode", ["classic", "vue"])
+def test_schedule_view_in_the_browser(comfy_server, mode):
+    url, log, frontend, version = comfy_server
+    run = not (frontend == "pinned" and mode == "vue")  # one run per frontend and mode, except the pinned Vue preview
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    screenshot = ARTIFACTS / "browser-schedule-view.png"
-    workflow = PACK_DIR / "example_workflows" / "rhymeflow_demo.json"
+    screenshot = ARTIFACTS / f"browser-schedule-view-{frontend}-{mode}.png"
+    options = {"url": url, "workflow": str(PACK_DIR / "example_workflows" / "rhymeflow_demo.json"),
+               "ltxWorkflow": str(PACK_DIR / "example_workflows" / "rhymeflow_ltxv.json"),
+               "screenshot": str(screenshot), "mode": mode, "run": run}
     started = time.monotonic()
-    done = subprocess.run(["node", str(BROWSER_DIR / "drive.mjs"), url, str(workflow), str(screenshot)], cwd=BROWSER_DIR,
-                          capture_output=True, text=True, timeout=420, env={**os.environ, "CHROMIUM_PATH": CHROMIUM})
+    done = subprocess.run(["node", str(BROWSER_DIR / "drive.mjs"), json.dumps(options)], cwd=BROWSER_DIR,
+                          capture_output=True, text=True, timeout=480, env={**os.environ, "CHROMIUM_PATH": CHROMIUM})
     assert done.returncode == 0, f"{done.stderr[-4000:]}\n--- server log ---\n{log.read_text()[-4000:]}"
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"browser test: {time.monotonic() - started:.1f} s, screenshot {screenshot}")
+    print(f"browser test, frontend {frontend} {version}, {mode}: {time.monotonic() - started:.1f} s, screenshot {screenshot}")
+    assert seen["vueSetting"] in (mode == "vue", None)
+    if mode == "vue":
+        assert seen["vueNodeElements"] > 10, "Vue nodes were not rendered as DOM elements"
+    if mode == "vue" and frontend == "newest":
+        assert any(e.endswith(": typed") for e in seen["edits"])  # numbers typed into the nodes' own inputs
+
+    # The LTX-Video workflow: 97 pixel frames -> 13 latent frames (8x in time), from Python.
+    ltx = seen["ltx"]
+    assert (ltx["steps"], ltx["frames"]) == ("30", "13") and "EmptyLTXVLatentVideo: 97 pixel frames" in ltx["text"]
 
     loaded = seen["loaded"]  # the demo workflow: 30 steps, 49 pixel frames (13 latent), warm-up 6, strides 3-5
     assert (loaded["steps"], loaded["frames"], loaded["warmup"], loaded["full"], loaded["active"]) == ("30", "13", "6", "13", "17")
     assert loaded["roles"].split(",")[:7] == ["warmup"] * 6 + ["rhythmic"]
     assert loaded["keyframes"] == "0,12" and loaded["keyframesSource"] == "planned"
-    assert loaded["inDocument"] and loaded["canvasWidth"] > 0  # drawn on the page
+    assert loaded["inDocument"] and loaded["canvasWidth"] > 0 and loaded["shownWidth"] > 0  # drawn on the page
+    assert loaded["legend"] == 5 and "30 steps (BasicScheduler) x 13 latent frames" in loaded["text"]
 
     fewer, new = seen["fewerSteps"], seen["newWarmup"]
     assert len(fewer["roles"].split(",")) == 10
     assert new["warmup"] == "3" and new["roles"].split(",")[:4] == ["warmup"] * 3 + ["rhythmic"]
     assert (new["full"], new["active"]) == ("5", "5")  # 10 steps, warm-up 3, strides 3-5: groups [3, 6) and [6, 10)
     assert seen["warmupUpdateMs"] < 3000 and seen["queueDuringEdits"] == 0  # redrawn without queueing
+    no_warmup = seen["noWarmup"]  # warm-up 0: step 0 is drawn as warm-up, and the caption says why
+    assert no_warmup["roles"].split(",")[0] == "warmup" and "warm-up 1 (warmup_steps 0" in no_warmup["text"]
 
-    assert seen["status"]["status_str"] == "success" and seen["status"]["completed"]
-    after = seen["afterRun"]
-    report = json.loads(after["report"])
-    assert after["keyframesSource"] == "chosen" and report["keyframes"] == [0, 12]
-    assert (report["full_passes"], report["active_passes"], report["steps"]) == (5, 5, 10)
-    assert report["sampler_seconds"] > 0 and "seconds_saved" in report
+    # Errors replace the drawing (no stale roles), and say what to fix, once.
+    bad, empty = seen["badManual"], seen["emptyManual"]
+    assert "'x' is not a frame number" in bad["error"] and "roles" not in bad and bad["text"].count("is not a frame number") == 1
+    assert "needs a frame list" in empty["error"] and "needs a frame list" in empty["text"]
+    assert seen["fixed"]["state"] == "ready"
+
+    # A preset greys out (disables) exactly the widgets it overrides; custom re-enables them; nothing saved changes.
+    controlled = ["warmup_steps", "min_stride", "max_stride", "transition_1", "transition_2", "stride_schedule"]
+    assert seen["preset"]["presetControlled"].split(",") == controlled and "preset fast at 10 steps" in seen["preset"]["text"]
+    greyed = seen["presetWidgets"]["widgets"]
+    assert [name for name, w in greyed.items() if w["disabled"]] == controlled
+    if mode == "vue" and frontend == "newest":  # 1.32's Vue preview greys linked widgets only
+        assert all(greyed[name]["domDisabled"] for name in controlled) and not greyed["solver"]["domDisabled"]
+    assert not any(w["disabled"] for w in seen["customWidgets"]["widgets"].values())
+    for state in ("presetWidgets", "customWidgets"):
+        assert seen[state]["savedKeys"] == seen["customWidgetsBefore"]["savedKeys"]  # no label / disabled saved
+    assert json.loads(seen["presetWidgets"]["widgetsValues"])[1:7] == json.loads(seen["customWidgetsBefore"]["widgetsValues"])[1:7]
+
+    if run:
+        assert seen["status"]["status_str"] == "success" and seen["status"]["completed"]
+        after = seen["afterRun"]
+        report = json.loads(after["report"])
+        assert after["keyframesSource"] == "chosen" and report["keyframes"] == [0, 12]
+        assert (report["full_passes"], report["active_passes"], report["steps"]) == (5, 5, 10)
+        assert report["sampler_seconds"] > 0 and "seconds_saved" in report
+        last = json.loads(after["lines"])[-1]
+        assert last.startswith("last run: 5 full / 5 active passes") and ("saved about" in last or "slower by" in last)
     # The frontend looks our node ids up on api.comfy.org (blocked offline by its own CSP): not ours.
     ours = [e for e in seen["pageErrors"] + seen["consoleErrors"] if "rhymeflow" in e.lower() and "api.comfy.org" not in e]
     assert not ours

@@ -68,6 +68,17 @@ if [ -z "${COMFYUI_PATH:-}" ]; then
   echo "$comfy" > "$host_dir/comfyui_path"
 fi
 
+# The browser test also drives the newest ComfyUI frontend (started with --front-end-root), next to the
+# one the host pins: the PyPI package, unpacked into its own folder; the host's venv keeps its own.
+# Raise the version here when a newer comfyui-frontend-package appears (pip index versions ...).
+newest_frontend="${RHYMEFLOW_NEWEST_FRONTEND:-1.58.1}"
+frontend_dir="$host_dir/frontend/$newest_frontend"
+if [ ! -f "$frontend_dir/comfyui_frontend_package/static/index.html" ]; then
+  echo "[setup] installing comfyui-frontend-package $newest_frontend for the browser test"
+  rm -rf "$frontend_dir"
+  pipi --no-deps --target "$frontend_dir" "comfyui-frontend-package==$newest_frontend"
+fi
+
 # The browser test's driver (playwright-core, pinned in tests/browser/package-lock.json; it drives
 # the system's chromium and downloads no browser). Without npm the browser test is skipped.
 if command -v npm >/dev/null && [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then

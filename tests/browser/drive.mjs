@@ -1,19 +1,31 @@
 // Drives the real ComfyUI frontend in headless Chromium for tests/test_browser.py.
-// Usage: node drive.mjs <server url> <workflow.json> <screenshot.png>
+// Usage: node drive.mjs '<json options>' with
+//   url         the ComfyUI server
+//   workflow    the demo workflow (UI format); ltxWorkflow: the LTX-Video one (drawn only, never run)
+//   screenshot  where to save the last screenshot
+//   mode        "classic" (litegraph canvas) or "vue" (Nodes 2.0: nodes and widgets are DOM elements)
+//   run         queue the demo prompt and check the after-run report (true / false)
 // Prints one JSON line with what it saw; exits non-zero with a message on failure.
-import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { readFileSync } from "node:fs";
 
-const [url, workflowPath, screenshotPath] = process.argv.slice(2);
-const workflow = JSON.parse(readFileSync(workflowPath, "utf8"));
-const seen = { pageErrors: [], consoleErrors: [] };
+const options = JSON.parse(process.argv[2]);
+const { url, screenshot, mode } = options;
+const workflow = JSON.parse(readFileSync(options.workflow, "utf8"));
+const ltxWorkflow = JSON.parse(readFileSync(options.ltxWorkflow, "utf8"));
+const seen = { mode, pageErrors: [], consoleErrors: [], edits: [] };
 const t0 = Date.now();
 const mark = (name) => { seen[`${name}_ms`] = Date.now() - t0; };
 
-async function api(path) {
-  const res = await fetch(new URL(path, url));
+async function api(path, init) {
+  const res = await fetch(new URL(path, url), init);
   if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
-  return res.json();
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text; // POST /api/settings/... answers with no JSON
+  }
 }
 
 // The view's data attributes, read through the node (whether or not its DOM element is on screen).
@@ -22,7 +34,11 @@ async function viewData(page, id) {
     const el = window.app.graph.getNodeById(id)?.rhymeflowView?.element;
     if (!el) return null;
     const canvas = el.querySelector("canvas");
-    return { ...el.dataset, inDocument: el.isConnected, canvasWidth: canvas?.width ?? 0 };
+    const box = el.getBoundingClientRect();
+    return {
+      ...el.dataset, inDocument: el.isConnected, canvasWidth: canvas?.width ?? 0, shownWidth: box.width, shownHeight: box.height,
+      text: el.querySelector(".rhymeflow-info")?.textContent ?? "", legend: el.querySelectorAll(".rhymeflow-legend > span").length,
+    };
   }, id);
 }
 
@@ -31,7 +47,8 @@ async function waitView(page, id, wanted, timeout = 30_000) {
   let data = null;
   while (Date.now() < deadline) {
     data = await viewData(page, id);
-    if (data && Object.entries(wanted).every(([k, v]) => data[k] === v)) return data;
+    const ok = ([k, v]) => (typeof v === "function" ? v(data[k]) : data[k] === v); // v undefined: the attribute is absent
+    if (data && Object.entries(wanted).every(ok)) return data;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`schedule view of node ${id} never showed ${JSON.stringify(wanted)}; last: ${JSON.stringify(data)}`);
@@ -47,70 +64,178 @@ async function setWidget(page, nodeId, name, value) {
   }, [nodeId, name, value]);
 }
 
+// An edit as a user makes it. In Vue mode numbers are typed into the node's own input element (found
+// by data-widget-name, which frontends before about 1.40 do not set); on the classic canvas (drawn,
+// no DOM to type into) and where no such element exists, the canvas's path is used.
+async function edit(page, nodeId, name, value) {
+  const input = page.locator(`[data-node-id="${nodeId}"] [data-widget-name="${name}"] input`).first();
+  if (mode === "vue" && typeof value === "number" && (await input.count()) > 0) {
+    await input.fill(String(value), { force: true }); // a scrubbing overlay sits over the input
+    await input.press("Enter");
+    const now = await page.evaluate(([nodeId, name]) =>
+      window.app.graph.getNodeById(nodeId).widgets.find((w) => w.name === name).value, [nodeId, name]);
+    if (now !== value) throw new Error(`typing ${value} into ${name} of node ${nodeId} left it at ${now}`);
+    seen.edits.push(`${name}: typed`);
+  } else {
+    await setWidget(page, nodeId, name, value);
+    seen.edits.push(`${name}: set`);
+  }
+}
+
+async function center(page, id) {
+  await page.evaluate((id) => {
+    const node = window.app.graph.getNodeById(id);
+    window.app.canvas.ds.scale = 1.0;
+    window.app.canvas.centerOnNode?.(node);
+    window.app.canvas.setDirty(true, true);
+  }, id);
+  await page.waitForTimeout(300);
+}
+
+async function load(page, wf) {
+  await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, wf);
+  return page.evaluate(() => {
+    const nodes = window.app.graph.nodes ?? window.app.graph._nodes;
+    const idOf = (type) => nodes.find((n) => n.comfyClass === type)?.id;
+    return { sampler: idOf("RhymeFlowSampler"), scheduler: idOf("BasicScheduler"), keyframes: idOf("RhymeFlowKeyframes") };
+  });
+}
+
+// The preset-controlled widgets as the user sees them: disabled flag, and in Vue mode the DOM controls.
+async function presetWidgets(page, id) {
+  return page.evaluate(([id, vue]) => {
+    const node = window.app.graph.getNodeById(id);
+    const out = {};
+    for (const w of node.widgets) {
+      if (w.name === "rhymeflow_schedule") continue;
+      const row = vue ? document.querySelector(`[data-node-id="${id}"] [data-widget-name="${w.name}"]`) : null;
+      out[w.name] = { disabled: Boolean(w.disabled), domDisabled: row ? row.querySelectorAll("input:disabled, button:disabled").length : null };
+    }
+    const saved = window.app.graph.serialize().nodes.find((n) => String(n.id) === String(id));
+    return { widgets: out, widgetsValues: JSON.stringify(saved.widgets_values), savedKeys: Object.keys(saved).sort().join(",") };
+  }, [id, mode === "vue"]);
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
   headless: true,
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
 });
 try {
+  // The node design is a user setting (stored by the server): set it before the page loads.
+  await api(`/api/settings/Comfy.VueNodes.Enabled`, { method: "POST", body: JSON.stringify(mode === "vue") });
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   page.on("pageerror", (e) => seen.pageErrors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") seen.consoleErrors.push(m.text()); });
   await page.goto(url, { waitUntil: "domcontentloaded" });
   await page.waitForFunction(() => window.app?.graph && window.app?.canvas, null, { timeout: 120_000 });
+  seen.frontend = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
+  seen.vueSetting = await page.evaluate(() => window.app.extensionManager?.setting?.get?.("Comfy.VueNodes.Enabled") ?? null);
   mark("app_ready");
 
-  // 1. Load the demo workflow; the schedule view renders from the server's data.
-  await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, workflow);
-  const ids = await page.evaluate(() => {
-    const nodes = window.app.graph._nodes ?? window.app.graph.nodes;
-    const idOf = (type) => nodes.find((n) => n.comfyClass === type)?.id;
-    return { sampler: idOf("RhymeFlowSampler"), scheduler: idOf("BasicScheduler") };
-  });
-  await page.evaluate((id) => {
-    const node = window.app.graph.getNodeById(id);
-    window.app.canvas.ds.scale = 1.0;
-    window.app.canvas.centerOnNode?.(node);
-    window.app.canvas.setDirty(true, true);
-  }, ids.sampler);
-  // The demo's own numbers (not the view's fallbacks before the graph is connected): 30 steps, 13 latent frames.
+  // 1. The LTX-Video workflow: 97 pixel frames are 13 latent frames (8x in time), as the host makes them.
+  const ltx = await load(page, ltxWorkflow);
+  seen.ltx = await waitView(page, ltx.sampler, { state: "ready", steps: "30", frames: "13" });
+
+  // 2. The demo workflow; the schedule view renders from the server's data.
+  const ids = await load(page, workflow);
+  await center(page, ids.sampler);
+  seen.vueNodeElements = await page.evaluate(() => document.querySelectorAll("[data-node-id]").length);
+  // The demo's own numbers (not the fallbacks before the graph is connected): 30 steps, 13 latent frames.
   seen.loaded = await waitView(page, ids.sampler, { state: "ready", steps: "30", frames: "13" });
   mark("view_rendered");
 
-  // 2. Fewer steps for a quick run (the view follows the scheduler node upstream) ...
-  await setWidget(page, ids.scheduler, "steps", 10);
+  // 3. Fewer steps for a quick run (the view follows the scheduler node upstream) ...
+  await edit(page, ids.scheduler, "steps", 10);
   seen.fewerSteps = await waitView(page, ids.sampler, { steps: "10" }, 10_000);
   // ... and a new warm-up on the sampler itself: redrawn without queueing anything.
   const before = Date.now();
-  await setWidget(page, ids.sampler, "warmup_steps", 3);
+  await edit(page, ids.sampler, "warmup_steps", 3);
   seen.newWarmup = await waitView(page, ids.sampler, { warmup: "3" }, 10_000);
   seen.warmupUpdateMs = Date.now() - before;
+  // Warm-up 0 still draws step 0 as warm-up, and says so.
+  await edit(page, ids.sampler, "warmup_steps", 0);
+  seen.noWarmup = await waitView(page, ids.sampler, { warmup: "1" }, 10_000);
+  await edit(page, ids.sampler, "warmup_steps", 3);
+  await waitView(page, ids.sampler, { warmup: "3" }, 10_000);
   seen.queueDuringEdits = (await api("/api/queue")).queue_running.length;
 
-  // 3. Queue the prompt and wait until it has finished, from the server's own history.
-  const historyBefore = Object.keys(await api("/api/history")).length;
-  await page.evaluate(async () => { await window.app.queuePrompt(0, 1); });
-  let entry = null;
-  for (let i = 0; i < 600 && !entry; i++) {
-    await new Promise((r) => setTimeout(r, 500));
-    const history = await api("/api/history");
-    const entries = Object.values(history);
-    if (entries.length > historyBefore) entry = entries[entries.length - 1];
-  }
-  if (!entry) throw new Error("the prompt did not finish within 5 minutes");
-  seen.status = entry.status;
-  mark("prompt_finished");
+  // 4. Errors replace the drawing: a bad manual keyframe list, then an empty one, then fixed again.
+  await setWidget(page, ids.keyframes, "strategy", "manual");
+  await setWidget(page, ids.keyframes, "manual_frames", "0,,x");
+  seen.badManual = await waitView(page, ids.sampler, { state: "error", roles: undefined }, 10_000);
+  await setWidget(page, ids.keyframes, "manual_frames", "");
+  seen.emptyManual = await waitView(page, ids.sampler, { state: "error", error: (e) => e?.includes("needs a frame list") }, 10_000);
+  await center(page, ids.sampler);
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-error.png") });
+  await setWidget(page, ids.keyframes, "strategy", "semantic");
+  seen.fixed = await waitView(page, ids.sampler, { state: "ready", warmup: "3", steps: "10" }, 10_000);
 
-  // 4. The run's report arrives on the node: the keyframes actually chosen replace the planned ones.
-  seen.afterRun = await waitView(page, ids.sampler, { keyframesSource: "chosen" });
+  // 5. A preset greys out the widgets it overrides (their values stay, for custom), and custom brings them back.
+  const custom = await presetWidgets(page, ids.sampler);
+  await setWidget(page, ids.sampler, "preset", "fast");
+  seen.preset = await waitView(page, ids.sampler, { state: "ready", warmup: "2" }, 10_000); // fast: 15% of 10 steps
+  await page.waitForTimeout(300);
+  seen.presetWidgets = await presetWidgets(page, ids.sampler);
+  await center(page, ids.sampler);
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-preset.png") });
+  await setWidget(page, ids.sampler, "preset", "custom");
+  seen.custom = await waitView(page, ids.sampler, { state: "ready", warmup: "3", presetControlled: "" }, 10_000);
+  await page.waitForTimeout(300);
+  seen.customWidgets = await presetWidgets(page, ids.sampler);
+  seen.customWidgetsBefore = custom;
+
+  // 6. Queue the prompt (the RhymeFlow branch only: the dense one's outputs are muted) and wait for the server's history.
+  if (options.run) {
+    await page.evaluate((samplerId) => {
+      const graph = window.app.graph;
+      const nodes = graph.nodes ?? graph._nodes;
+      const sampler = graph.getNodeById(samplerId);
+      const runner = (sampler.getOutputNodes?.(0) ?? [])[0];
+      const keep = new Set();
+      const down = (n) => {
+        if (keep.has(n.id)) return;
+        keep.add(n.id);
+        (n.outputs ?? []).forEach((_, slot) => (n.getOutputNodes?.(slot) ?? []).forEach(down));
+      };
+      down(runner);
+      // A seed of its own: the server caches a prompt it has run before, and a cached sampler sends no report.
+      for (const n of nodes) {
+        const seed = n.widgets?.find((w) => w.name === "noise_seed");
+        if (seed) seed.value = Math.floor(Math.random() * 1e9);
+      }
+      let muted = 0;
+      for (const n of nodes) {
+        if (n.constructor?.nodeData?.output_node && !keep.has(n.id)) {
+          n.mode = 2; // NEVER
+          muted++;
+        }
+      }
+      return muted;
+    }, ids.sampler).then((n) => { seen.mutedOutputs = n; });
+    const historyBefore = Object.keys(await api("/api/history")).length;
+    await page.evaluate(async () => { await window.app.queuePrompt(0, 1); });
+    let entry = null;
+    for (let i = 0; i < 600 && !entry; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const entries = Object.values(await api("/api/history"));
+      if (entries.length > historyBefore) entry = entries[entries.length - 1];
+    }
+    if (!entry) throw new Error("the prompt did not finish within 5 minutes");
+    seen.status = entry.status;
+    mark("prompt_finished");
+    // The run's report arrives on the node: the keyframes actually chosen replace the planned ones.
+    seen.afterRun = await waitView(page, ids.sampler, { keyframesSource: "chosen" });
+  }
+  await center(page, ids.sampler);
   await page.waitForTimeout(500);
-  await page.screenshot({ path: screenshotPath });
+  await page.screenshot({ path: screenshot });
   seen.ids = ids;
   mark("done");
   console.log(JSON.stringify(seen));
 } catch (e) {
   // What the page said is usually the reason: keep it with the failure.
-  console.error(JSON.stringify({ pageErrors: seen.pageErrors, consoleErrors: seen.consoleErrors.slice(-20) }, null, 1));
+  console.error(JSON.stringify({ seen, consoleErrors: seen.consoleErrors.slice(-20) }, null, 1));
   throw e;
 } finally {
   await browser.close();

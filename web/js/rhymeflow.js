@@ -1,8 +1,12 @@
 // RhymeFlow frontend extension.
 //  * colours the pack's nodes so a RhymeFlow chain is easy to spot;
 //  * draws the schedule (latent frames x steps) on RhymeFlowSampler / RhymeFlowKSampler.
-// The schedule itself always comes from Python (POST /rhymeflow/schedule, and the "rhymeflow.report"
-// event after a run): this file only finds the widget values and draws what the server returns.
+// Everything the view shows comes from Python (POST /rhymeflow/schedule, and the "rhymeflow.report"
+// event after a run): the step and latent frame counts, the roles, keyframes, caption, legend, colours
+// and which widgets a preset overrides. This file only reads widget values off the graph (the sampler's,
+// and those of the nodes upstream of it, as they are), draws the answer, and shows the server's error
+// in place of the drawing when there is one.
+// It works with the classic canvas and with Vue nodes ("Nodes 2.0"), ComfyUI frontend 1.32 to 1.58.
 // This file is served as /extensions/<pack>/js/rhymeflow.js: three levels up is the frontend's root.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
@@ -12,215 +16,313 @@ const RHYMEFLOW_BGCOLOR = "#3d6a80";
 const VIEW_NODES = new Set(["RhymeFlowSampler", "RhymeFlowKSampler"]);
 const SCHEDULE_WIDGETS = ["warmup_steps", "min_stride", "max_stride", "transition_1", "transition_2", "stride_schedule", "preset"];
 const KEYFRAME_WIDGETS = ["strategy", "count", "similarity_threshold", "min_gap", "manual_frames"];
-const FALLBACK = { steps: 30, frames: 21 }; // when the graph does not tell (nothing connected yet)
 const POLL_MS = 400; // catches changes on other nodes (steps, video length, keyframes) and graph loads
-const COLORS = {
-  warmup: "#6b7f91", rhythmic: "#e0a030", active: "#36b3d6", skipped: "#1c2830",
-  keyframe: "#ffffff", text: "#dde6ec", dim: "#9fb0bb", error: "#ff8a80", grid: "#0e1418",
-};
+const MAX_CHAIN = 12; // nodes followed upstream; the server refuses longer chains
+const MAX_TEXT = 200; // longer text widgets (prompts) say nothing about steps or frames: not sent
+const UI = { text: "#dde6ec", dim: "#9fb0bb", error: "#ff8a80", grid: "#0e1418" }; // text only; the drawing's colours come from Python
 
-// ---- reading the graph -----------------------------------------------------------------------
+// ---- reading the graph (values only: what they mean is decided in Python) ----------------------
+function graphOf(node) {
+  return node.graph ?? app.graph;
+}
+
 function widgetValue(node, name) {
   const w = node?.widgets?.find((w) => w.name === name);
   return w === undefined ? undefined : w.value;
 }
 
-function linkById(graph, id) {
-  const links = graph.links;
-  return links instanceof Map ? links.get(id) : links?.[id];
+function inputLink(node, index) {
+  if (node.getInputLink) return node.getInputLink(index);
+  const id = node.inputs?.[index]?.link; // frontends before node.getInputLink
+  if (id == null) return null;
+  const links = graphOf(node).links;
+  return (links instanceof Map ? links.get(id) : links?.[id]) ?? null;
 }
 
-function upstream(node, inputName) {
-  const input = node?.inputs?.find((i) => i.name === inputName);
-  if (!input || input.link == null) return null;
-  const link = linkById(node.graph ?? app.graph, input.link);
+// The node and output slot feeding input `index` of `node`, or null.
+function inputOrigin(node, index) {
+  const link = index >= 0 ? inputLink(node, index) : null;
   if (!link) return null;
-  const origin = (node.graph ?? app.graph).getNodeById(link.origin_id);
+  const origin = graphOf(node).getNodeById(link.origin_id);
   return origin ? { node: origin, slot: link.origin_slot } : null;
 }
 
-function consumers(node, slot = 0) {
-  const graph = node.graph ?? app.graph;
+function firstLinkedInput(node, types) {
+  return (node.inputs ?? []).findIndex((input, i) => types.includes(input.type) && inputLink(node, i));
+}
+
+function outputNodes(node, slot = 0) {
+  if (node.getOutputNodes) return node.getOutputNodes(slot) ?? [];
+  const graph = graphOf(node);
   return (node.outputs?.[slot]?.links ?? [])
-    .map((id) => linkById(graph, id))
+    .map((id) => (graph.links instanceof Map ? graph.links.get(id) : graph.links?.[id]))
     .filter(Boolean)
     .map((link) => graph.getNodeById(link.target_id))
     .filter(Boolean);
 }
 
-// Steps of a SIGMAS output: a scheduler's `steps` widget, through SplitSigmas halves.
-function stepsOf(source, depth = 0) {
-  if (!source || depth > 8) return null;
-  const { node, slot } = source;
-  const steps = widgetValue(node, "steps");
-  if (typeof steps === "number") return steps;
-  if (node.comfyClass === "SplitSigmas") {
-    const total = stepsOf(upstream(node, "sigmas"), depth + 1);
-    if (total == null) return null;
-    const split = Math.min(widgetValue(node, "step") ?? 0, total);
-    return slot === 0 ? split : total - split;
+// A node as the server reads it: its class, the output slot used, and its plain widget values.
+function describe(node, slot) {
+  const widgets = {};
+  for (const w of node.widgets ?? []) {
+    const v = w.value;
+    const plain = typeof v === "number" ? Number.isFinite(v) : typeof v === "boolean" || (typeof v === "string" && v.length <= MAX_TEXT);
+    if (w.name && plain && !(w.name in widgets)) widgets[w.name] = v;
+    if (Object.keys(widgets).length >= 48) break;
   }
-  return null;
+  return { class_type: node.comfyClass ?? node.type, slot: slot ?? 0, widgets };
 }
 
-// Latent frames of a LATENT: a video latent node's `length` (4 pixel frames per latent frame, plus
-// the first), through samplers that pass a latent on.
-function framesOf(source, depth = 0) {
-  if (!source || depth > 8) return null;
-  const length = widgetValue(source.node, "length");
-  if (typeof length === "number") return Math.floor((length - 1) / 4) + 1;
-  for (const name of ["latent_image", "samples", "latent"]) {
-    const up = upstream(source.node, name);
-    if (up) return framesOf(up, depth + 1);
+// The nodes upstream of `start`, nearest first, following the first linked input of one of `types`
+// (legacy Reroute nodes are looked through: they are plumbing, not nodes that compute).
+function chain(start, types) {
+  const out = [];
+  const seen = new Set();
+  let current = start;
+  while (current && out.length < MAX_CHAIN && !seen.has(current.node)) {
+    const { node, slot } = current;
+    seen.add(node);
+    if (node.type === "Reroute") {
+      current = inputOrigin(node, 0);
+      continue;
+    }
+    out.push(describe(node, slot));
+    current = inputOrigin(node, firstLinkedInput(node, types));
   }
-  return null;
+  return out;
 }
 
-function samplingContext(node) {
+// What the server needs to know about the graph around a sampler node.
+function graphContext(node) {
   if (node.comfyClass === "RhymeFlowKSampler") {
-    return { steps: widgetValue(node, "steps"), frames: framesOf(upstream(node, "latent_image")) };
+    return {
+      sigmas: [describe(node, 0)], // its own steps and denoise
+      latent: chain(inputOrigin(node, firstLinkedInput(node, ["LATENT"])), ["LATENT"]),
+      model: chain(inputOrigin(node, firstLinkedInput(node, ["MODEL"])), ["MODEL"]),
+    };
   }
-  const runner = consumers(node).find((n) => upstream(n, "sigmas"));
-  if (!runner) return { steps: null, frames: null };
-  return { steps: stepsOf(upstream(runner, "sigmas")), frames: framesOf(upstream(runner, "latent_image")) };
+  // RhymeFlowSampler: its SAMPLER goes to a runner (SamplerCustomAdvanced) that has the sigmas and the latent.
+  const runner = outputNodes(node, 0).find((n) => firstLinkedInput(n, ["SIGMAS"]) >= 0);
+  if (!runner) return {};
+  return {
+    sigmas: chain(inputOrigin(runner, firstLinkedInput(runner, ["SIGMAS"])), ["SIGMAS"]),
+    latent: chain(inputOrigin(runner, firstLinkedInput(runner, ["LATENT"])), ["LATENT"]),
+    model: chain(inputOrigin(runner, firstLinkedInput(runner, ["GUIDER", "MODEL"])), ["GUIDER", "MODEL"]),
+  };
 }
 
 function requestBody(node) {
-  const ctx = samplingContext(node);
-  const body = { steps: ctx.steps ?? FALLBACK.steps, frames: ctx.frames ?? FALLBACK.frames };
+  const body = graphContext(node);
   for (const name of SCHEDULE_WIDGETS) {
     const v = widgetValue(node, name);
     if (v !== undefined) body[name] = v;
   }
-  const kf = upstream(node, "keyframes");
+  const kf = inputOrigin(node, (node.inputs ?? []).findIndex((i) => i.name === "keyframes"));
   if (kf) body.keyframes = Object.fromEntries(KEYFRAME_WIDGETS.map((n) => [n, widgetValue(kf.node, n)]));
-  body.guessed = { steps: ctx.steps == null, frames: ctx.frames == null };
   return body;
 }
 
-// ---- drawing ---------------------------------------------------------------------------------
+// ---- drawing -------------------------------------------------------------------------------------
+// Cells are bucketed to at most one per pixel: a 10000-step, 4096-frame schedule draws as fast as a small one.
+// A bucket of steps takes the strongest role in it (warm-up, then rhythmic, then active); a bucket of
+// frames counts as a keyframe row if it holds a keyframe.
+function bucketRoles(roles, columns) {
+  const rank = { warmup: 2, rhythmic: 1, active: 0 };
+  const out = [];
+  for (let c = 0; c < columns; c++) {
+    const from = Math.floor((c * roles.length) / columns);
+    const to = Math.max(from + 1, Math.floor(((c + 1) * roles.length) / columns));
+    let best = roles[from];
+    for (let i = from + 1; i < to; i++) if (rank[roles[i]] > rank[best]) best = roles[i];
+    out.push(best);
+  }
+  return out;
+}
+
+function keyframeRows(frames, keyframes, rows) {
+  const out = new Array(rows).fill(false);
+  for (const f of keyframes) if (f >= 0 && f < frames) out[Math.floor((f * rows) / frames)] = true;
+  return out;
+}
+
+function drawSchedule(ctx, view, width, height) {
+  const colors = view.colors;
+  const columns = Math.min(view.steps, Math.floor(width));
+  const rows = Math.min(view.frames, Math.floor(height));
+  const roles = bucketRoles(view.roles, columns);
+  const kfRows = keyframeRows(view.frames, view.keyframes, rows);
+  const cw = width / columns;
+  const rh = height / rows;
+  const gapX = cw > 3 ? 1 : 0;
+  const gapY = rh > 3 ? 1 : 0;
+  roles.forEach((role, c) => {
+    const x = c * cw;
+    const w = Math.max(cw - gapX, 0.5);
+    for (let r = 0; r < rows; r++) {
+      ctx.fillStyle = role !== "active" || kfRows[r] ? colors[role] : colors.skipped;
+      ctx.fillRect(x, r * rh, w, Math.max(rh - gapY, 0.5));
+    }
+  });
+  // Keyframe rows: a tick at the left edge; the step at whose end keyframes are chosen: a line.
+  ctx.fillStyle = colors.keyframe;
+  kfRows.forEach((on, r) => on && ctx.fillRect(0, r * rh, 3, Math.max(rh - gapY, 1)));
+  ctx.fillRect(((view.detect_step + 1) * width) / view.steps - 1, 0, 2, height);
+}
+
+function showLegend(legend, view) {
+  legend.replaceChildren();
+  for (const item of view?.legend ?? []) {
+    const entry = document.createElement("span");
+    entry.style.cssText = "display:inline-flex;align-items:center;gap:3px;margin-right:8px;white-space:nowrap;";
+    const swatch = document.createElement("span");
+    swatch.style.cssText = `display:inline-block;width:9px;height:9px;border-radius:2px;background:${item.color};` +
+      "outline:1px solid #445;";
+    entry.append(swatch, document.createTextNode(item.label));
+    legend.append(entry);
+  }
+}
+
 function draw(state) {
-  const { canvas, info, view, report, error, body } = state;
-  const el = state.element;
-  const width = Math.max(200, el.clientWidth || 300);
+  const { canvas, info, legend, view, error } = state;
+  const available = state.element.clientWidth - 8; // inside the element's padding; 0 before it is laid out
+  const width = Math.max(200, available > 0 ? available : 300);
   const height = 120;
   const dpr = window.devicePixelRatio || 1;
-  canvas.width = width * dpr;
-  canvas.height = height * dpr;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
   canvas.style.width = `${width}px`;
   canvas.style.height = `${height}px`;
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.fillStyle = COLORS.grid;
+  ctx.fillStyle = UI.grid;
   ctx.fillRect(0, 0, width, height);
-  if (!view) {
-    info.textContent = error ? error : "RhymeFlow schedule: loading...";
-    info.style.color = error ? COLORS.error : COLORS.dim;
+  if (error || !view) {
+    // Never a stale drawing: with an error only the error is shown.
+    if (error) {
+      ctx.strokeStyle = UI.error;
+      ctx.setLineDash([4, 3]);
+      ctx.strokeRect(1, 1, width - 2, height - 2);
+      ctx.fillStyle = UI.error;
+      ctx.font = "11px sans-serif";
+      ctx.fillText("no schedule: see the message below", 8, 18);
+    }
+    info.textContent = error ?? "RhymeFlow schedule: loading...";
+    info.style.color = error ? UI.error : UI.dim;
+    showLegend(legend, null);
     return;
   }
-  const keyframes = new Set(view.keyframes);
-  const cw = width / view.steps;
-  const rh = height / view.frames;
-  view.roles.forEach((role, i) => {
-    for (let f = 0; f < view.frames; f++) {
-      const computed = role !== "active" || keyframes.has(f);
-      ctx.fillStyle = computed ? COLORS[role] : COLORS.skipped;
-      ctx.fillRect(i * cw, f * rh, Math.max(cw - (cw > 3 ? 1 : 0), 0.5), Math.max(rh - (rh > 3 ? 1 : 0), 0.5));
-    }
-  });
-  // Keyframe rows: a white tick at the left edge; the step where they are chosen: a white line.
-  ctx.fillStyle = COLORS.keyframe;
-  for (const f of keyframes) ctx.fillRect(0, f * rh, 3, Math.max(rh - 1, 1));
-  ctx.fillRect((view.detect_step + 1) * cw - 1, 0, 2, height);
-
-  const source = view.keyframes_source === "chosen" ? "chosen in the last run" : "planned";
-  const pending = view.keyframes_pending ? ` + ${view.keyframes_pending} picked by content at step ${view.detect_step + 1}` : "";
-  const guessed = [body?.guessed?.steps && "steps", body?.guessed?.frames && "frames"].filter(Boolean);
-  const lines = [
-    `${view.steps} steps x ${view.frames} latent frames (${view.preset}: warm-up ${view.warmup_steps}, strides ` +
-      `${view.min_stride}-${view.max_stride})${guessed.length ? `, ${guessed.join(" and ")} assumed (connect a scheduler / video latent)` : ""}`,
-    `warm-up ${view.warmup_steps} + rhythmic ${view.full_passes - view.warmup_steps} = ${view.full_passes} full passes, ` +
-      `${view.active_passes} active passes; ideal speedup ${view.ideal_speedup.toFixed(2)}x (${view.active_cost_note})`,
-    `keyframes ${source}: [${view.keyframes.join(", ")}]${pending}`,
-  ];
-  if (report) {
-    lines.push(`last run: ${report.full_passes} full / ${report.active_passes} active, sampler ${report.sampler_seconds.toFixed(2)} s, ` +
-      `saved about ${Math.max(report.seconds_saved, 0).toFixed(2)} s vs dense (est. ${report.estimated_dense_seconds.toFixed(2)} s)`);
+  drawSchedule(ctx, view, width, height);
+  info.replaceChildren();
+  for (const line of view.lines) info.append(document.createTextNode(`${line}\n`));
+  for (const w of view.warnings) {
+    const warning = document.createElement("span");
+    warning.style.color = UI.error;
+    warning.textContent = `! ${w}\n`;
+    info.append(warning);
   }
-  for (const w of view.warnings) lines.push(`! ${w}`);
-  info.textContent = lines.join("\n");
-  info.style.color = view.warnings.length ? COLORS.error : COLORS.text;
+  info.style.color = UI.text;
+  showLegend(legend, view);
+}
+
+// Widgets a preset overrides are greyed out (and ignore input) while that preset is chosen; their own
+// values stay, for custom. Which widgets, and the preset's values, come from the server.
+function markPresetWidgets(node, view) {
+  if (!view) return;
+  let changed = false;
+  for (const name of view.preset_widgets ?? []) {
+    const widget = node.widgets?.find((w) => w.name === name);
+    const controlled = name in (view.preset_values ?? {});
+    if (widget && Boolean(widget.disabled) !== controlled) {
+      widget.disabled = controlled;
+      changed = true;
+    }
+  }
+  if (changed) node.setDirtyCanvas?.(true, true);
 }
 
 function publish(state) {
-  // Data attributes: what the drawing shows, for people inspecting it and for the browser test.
+  // Data attributes: what the view shows, for people inspecting it and for the browser test.
   const d = state.element.dataset;
   const v = state.view;
+  d.rhymeflowNode = String(state.node.id);
   d.state = state.error ? "error" : v ? "ready" : "loading";
-  if (v) {
-    d.steps = v.steps;
-    d.frames = v.frames;
-    d.roles = v.roles.join(",");
-    d.warmup = v.warmup_steps;
-    d.full = v.full_passes;
-    d.active = v.active_passes;
-    d.keyframes = v.keyframes.join(",");
-    d.keyframesSource = v.keyframes_source;
-    d.speedup = v.ideal_speedup.toFixed(3);
+  const fields = ["steps", "frames", "roles", "warmup", "full", "active", "keyframes", "keyframesSource", "speedup", "lines",
+    "presetControlled", "report"];
+  for (const f of fields) delete d[f];
+  if (state.error) {
+    d.error = state.error;
+    return;
   }
+  delete d.error;
+  if (!v) return;
+  Object.assign(d, {
+    steps: v.steps, frames: v.frames, roles: v.roles.join(","), warmup: v.warmup_passes, full: v.full_passes,
+    active: v.active_passes, keyframes: v.keyframes.join(","), keyframesSource: v.keyframes_source,
+    speedup: v.ideal_speedup.toFixed(3), lines: JSON.stringify([...v.lines, ...v.warnings.map((w) => `! ${w}`)]),
+    presetControlled: Object.keys(v.preset_values ?? {}).join(","),
+  });
   if (state.report) d.report = JSON.stringify(state.report);
-  else delete d.report;
 }
 
 function render(state) {
   draw(state);
   publish(state);
+  markPresetWidgets(state.node, state.error ? null : state.view);
 }
 
-// ---- keeping the view current ----------------------------------------------------------------
+// ---- keeping the view current ----------------------------------------------------------------------
 async function refresh(node, force = false) {
   const state = node.rhymeflowView;
-  if (!state) return;
-  const body = requestBody(node);
+  if (!state || !node.graph) return; // not (or no longer) in a graph
+  let body;
+  try {
+    body = requestBody(node);
+  } catch (e) {
+    return; // the graph is being rebuilt (a workflow loading): the next poll reads it
+  }
   const key = JSON.stringify(body);
   if (!force && key === state.key) return;
   state.key = key;
   if (state.reportKey !== key) state.report = null; // the settings changed since that run
+  let view = null;
+  let error = null;
   try {
-    const payload = { ...body };
-    delete payload.guessed;
-    if (state.report) payload.chosen_keyframes = state.report.keyframes;
+    const payload = state.report ? { ...body, chosen_keyframes: state.report.keyframes } : body;
     const res = await api.fetchApi("/rhymeflow/schedule", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
     });
-    const data = await res.json();
-    if (state.key !== key) return; // a newer request is under way
-    state.body = body;
-    state.error = res.ok ? null : data.error ?? `schedule request failed (${res.status})`;
-    state.view = res.ok ? data : state.view;
+    const data = await res.json().catch(() => ({}));
+    if (res.ok) view = data;
+    else error = data.error ?? `RhymeFlow: the schedule request failed (HTTP ${res.status}).`;
   } catch (e) {
-    state.error = `RhymeFlow schedule unavailable: ${e}`;
+    error = `RhymeFlow: the schedule is unavailable (${e}).`;
   }
+  if (state.key !== key) return; // a newer request is under way
+  state.view = view;
+  state.error = error;
   render(state);
 }
 
 function addScheduleView(node) {
   const element = document.createElement("div");
   element.className = "rhymeflow-schedule";
-  element.dataset.rhymeflowNode = String(node.id);
   element.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;box-sizing:border-box;padding:2px 4px;";
   const canvas = document.createElement("canvas");
   canvas.style.cssText = "border-radius:4px;";
+  const legend = document.createElement("div");
+  legend.className = "rhymeflow-legend";
+  legend.style.cssText = `font:10px/1.4 sans-serif;color:${UI.dim};display:flex;flex-wrap:wrap;`;
   const info = document.createElement("div");
+  info.className = "rhymeflow-info";
   info.style.cssText = "font:10px/1.35 monospace;white-space:pre-wrap;";
-  element.append(canvas, info);
+  element.append(canvas, legend, info);
   const widget = node.addDOMWidget("rhymeflow_schedule", "rhymeflow-schedule", element, {
     serialize: false, // a drawing, not a value: stays out of widgets_values and the prompt
     hideOnZoom: false,
-    getMinHeight: () => 230,
+    getMinHeight: () => 290,
   });
   widget.serialize = false;
-  node.rhymeflowView = { element, canvas, info, view: null, report: null, error: null, key: null, reportKey: null };
+  node.rhymeflowView = { node, element, canvas, legend, info, view: null, report: null, error: null, key: null, reportKey: null };
   render(node.rhymeflowView);
 
   // Immediate redraw when one of this node's widgets changes; changes elsewhere are polled.
@@ -245,9 +347,13 @@ function onReport({ detail }) {
   const state = node?.rhymeflowView;
   if (!state) return;
   state.report = detail.report;
-  state.view = detail.view;
+  state.view = detail.view; // drawn by Python with the keyframes the run chose, and the run's own line
   state.error = null;
-  state.reportKey = JSON.stringify(requestBody(node)); // shown until the settings change
+  try {
+    state.reportKey = JSON.stringify(requestBody(node)); // shown until the settings change
+  } catch (e) {
+    state.reportKey = null;
+  }
   state.key = state.reportKey;
   render(state);
 }
@@ -267,7 +373,7 @@ app.registerExtension({
   setup() {
     api.addEventListener("rhymeflow.report", onReport);
     setInterval(() => {
-      for (const node of app.graph?._nodes ?? app.graph?.nodes ?? []) {
+      for (const node of app.graph?.nodes ?? app.graph?._nodes ?? []) {
         if (node.rhymeflowView) refresh(node);
       }
     }, POLL_MS);
