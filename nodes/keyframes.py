@@ -14,11 +14,12 @@ class RhymeFlowKeyframes(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RhymeFlowKeyframes",
-            display_name="RhymeFlow Keyframes",
+            display_name="RhymeFlow Keyframes (frames computed every step)",
             category="sampling/rhymeflow",
-            description="Chooses which latent frames are denoised at every step; the others skip steps and are "
-                        "advanced once per group. Frames 0 and the last are always keyframes, and so are frames an "
-                        "image conditions (image-to-video start / end frames, frames kept by a noise mask).",
+            description="Chooses the frames RhymeFlow computes at every step (keyframes); the others are updated once "
+                        "per group of steps. More keyframes: closer to dense sampling, less speed-up. The first and last "
+                        "frame, and frames an image fixes (image-to-video start / end frames, frames kept by a noise "
+                        "mask), are always keyframes.",
             inputs=[
                 io.Combo.Input("strategy", options=list(STRATEGIES), default="semantic",
                                tooltip="semantic: new keyframe where the content changes (cosine similarity of the clean "
