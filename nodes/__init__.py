@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..rhymeflow_core.compat import v3_api
+from .compare import RhymeFlowCompare
 from .demo import RhymeFlowDemoDecode, RhymeFlowDemoModel, RhymeFlowDemoPrompt
 from .keyframes import RhymeFlowKeyframes
 from .ksampler import RhymeFlowKSamplerNode
@@ -12,7 +13,7 @@ from .sampler import RhymeFlowSampler
 ComfyExtension, io = v3_api()
 
 NODES = [RhymeFlowKeyframes, RhymeFlowTrajectoryProjection, RhymeFlowSampler, RhymeFlowKSamplerNode, RhymeFlowDemoModel,
-         RhymeFlowDemoPrompt, RhymeFlowDemoDecode]
+         RhymeFlowDemoPrompt, RhymeFlowDemoDecode, RhymeFlowCompare]
 
 # The schedule view's route, on ComfyUI's server when there is one (it reads routes added before start-up).
 register_routes()

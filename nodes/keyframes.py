@@ -14,11 +14,12 @@ class RhymeFlowKeyframes(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RhymeFlowKeyframes",
-            display_name="RhymeFlow Keyframes",
+            display_name="RhymeFlow Keyframes (frames computed every step)",
             category="sampling/rhymeflow",
-            description="Chooses which latent frames are denoised at every step; the others skip steps and are "
-                        "advanced once per group. Frames 0 and the last are always keyframes, and so are frames an "
-                        "image conditions (image-to-video start / end frames, frames kept by a noise mask).",
+            description="Chooses the frames RhymeFlow computes at every step (keyframes); the others are updated once "
+                        "per group of steps. More keyframes: closer to dense sampling, less speed-up. The first and last "
+                        "frame, and frames an image fixes (image-to-video start / end frames, frames kept by a noise "
+                        "mask), are always keyframes.",
             inputs=[
                 io.Combo.Input("strategy", options=list(STRATEGIES), default="semantic",
                                tooltip="semantic: new keyframe where the content changes (cosine similarity of the clean "
@@ -39,13 +40,13 @@ class RhymeFlowKeyframes(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strategy=None, manual_frames=None, **kwargs):
-        if strategy is None or manual_frames is None:  # linked inputs: checked at execution instead
+    def validate_inputs(cls, manual_frames=None):
+        # Only the input it checks: ComfyUI repeats a validation message once per input the function takes.
+        # (strategy 'manual' with an empty list is refused when the node runs, and the schedule view says so.)
+        if manual_frames is None:  # linked input: checked at execution instead
             return True
         try:
-            frames = parse_manual_frames(manual_frames)
-            if strategy == "manual" and not frames:
-                return "RhymeFlow: strategy 'manual' needs a frame list such as '0,7,20' in manual_frames."
+            parse_manual_frames(manual_frames)
         except RhymeFlowInputError as e:
             return str(e)
         return True

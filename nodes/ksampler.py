@@ -19,11 +19,12 @@ class RhymeFlowKSamplerNode(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RhymeFlowKSampler",
-            display_name="RhymeFlow KSampler",
+            display_name="RhymeFlow KSampler (faster video sampling)",
             category="sampling/rhymeflow",
-            description="KSampler with RhymeFlow frame-decoupled sampling (arXiv 2606.06309) built in: patches the model "
-                        "like RhymeFlowTrajectoryProjection and samples like RhymeFlowSampler + SamplerCustomAdvanced. "
-                        "For Wan 2.1 / 2.2 (text- or image-to-video), HunyuanVideo and LTX-Video latents.",
+            description="KSampler for video models with RhymeFlow built in (arXiv 2606.06309): same inputs and noise as "
+                        "KSampler plus the RhymeFlow settings, about half the model compute at preset balanced, no "
+                        "retraining and no other RhymeFlow node needed. Wan 2.1 / 2.2 (text- or image-to-video), "
+                        "HunyuanVideo, LTX-Video.",
             inputs=[
                 io.Model.Input("model", tooltip="A video model: Wan 2.1 / 2.2 (T2V, I2V, FLF2V, TI2V-5B), HunyuanVideo or LTX-Video "
                                                "(after ModelSamplingSD3, LoRAs ...)."),

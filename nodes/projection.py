@@ -14,10 +14,11 @@ class RhymeFlowTrajectoryProjection(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RhymeFlowTrajectoryProjection",
-            display_name="RhymeFlow Trajectory Projection",
+            display_name="RhymeFlow Patch Model (keyframe cache)",
             category="sampling/rhymeflow",
-            description="Lets RhymeFlowSampler run active passes on this model: only keyframe tokens are computed, "
-                        "the other frames' context comes from a per-layer cache. Other samplers are unaffected.",
+            description="Prepares a video model for RhymeFlow Sampler: most steps then compute only the keyframes, and "
+                        "the other frames come from a cache filled every few steps. The model you connect is not "
+                        "changed, and other samplers use the output like the original.",
             inputs=[
                 io.Model.Input("model", tooltip="A video model: Wan 2.1 / 2.2 (T2V, I2V, FLF2V, TI2V-5B; each Wan 2.2 expert gets its own node), "
                                                "HunyuanVideo 1.0 / 1.5 or LTX-Video."),

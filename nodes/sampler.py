@@ -61,11 +61,13 @@ class RhymeFlowSampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RhymeFlowSampler",
-            display_name="RhymeFlow Sampler",
+            display_name="RhymeFlow Sampler (for SamplerCustomAdvanced)",
             category="sampling/rhymeflow",
-            description="Frame-decoupled sampling (RhymeFlow, arXiv 2606.06309): synchronous warm-up, then only keyframes "
-                        "are denoised every step while the other frames jump once per group. Needs a model patched by "
-                        "RhymeFlowTrajectoryProjection. Defaults are the paper's release setting for 50 steps.",
+            description="Faster video sampling without retraining (RhymeFlow, arXiv 2606.06309), for SamplerCustomAdvanced: "
+                        "ordinary steps first (warm-up), then only the keyframes are computed every step and the other "
+                        "frames once per group: about half the model compute with the defaults (the paper's release "
+                        "setting for 50 steps). Needs the model from RhymeFlow Patch Model. Check the result against "
+                        "dense with RhymeFlow Compare Videos.",
             inputs=[
                 io.Combo.Input("solver", options=list(SOLVERS), default="uni_pc",
                                tooltip="Solver for keyframes (and all frames during warm-up). Identical to ComfyUI's sampler of "

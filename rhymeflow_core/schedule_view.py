@@ -363,28 +363,26 @@ def _latent_size(chain: list[dict], family: str | None, family_source: str) -> t
     return None, "no video latent connected"
 
 
-def _counts(data: dict) -> tuple[int, str, int, str, tuple[str, ...]]:
-    """(steps, where from, latent frames, where from, which of them are assumed)."""
-    assumed = []
+def _steps(data: dict) -> tuple[int, str, bool]:
+    """(steps, where from, assumed?): given, or counted from the sigmas chain the browser sent."""
     sigmas = _chain(data, "sigmas")
     if "steps" in data and sigmas is not None:
         _fail("send steps or sigmas, not both.")
     if "steps" in data:
-        steps, steps_source = _int(data["steps"], "steps", 1, MAX_STEPS, " Lower the scheduler's steps."), ""
-    else:
-        n, steps_source = _sigma_count(sigmas or [])
-        if n is None:
-            steps = DEFAULT_STEPS
-            assumed.append("steps")
-            steps_source += "; connect a scheduler" if sigmas else "; connect a scheduler to the sampler's runner"
-        elif n < 2:
-            _fail(f"{steps_source} gives no sampling step; RhymeFlow needs at least 2. "
-                  "Raise the scheduler's steps (or denoise), or move the SplitSigmas step.")
-        elif n - 1 > MAX_STEPS:
-            _fail(f"{steps_source} gives {n - 1} steps; the view draws at most {MAX_STEPS}. Lower the scheduler's steps.")
-        else:
-            steps = n - 1
+        return _int(data["steps"], "steps", 1, MAX_STEPS, " Lower the scheduler's steps."), "", False
+    n, source = _sigma_count(sigmas or [])
+    if n is None:
+        return DEFAULT_STEPS, source + ("; connect a scheduler" if sigmas else "; connect a scheduler to the sampler's runner"), True
+    if n < 2:
+        _fail(f"{source} gives no sampling step; RhymeFlow needs at least 2. "
+              "Raise the scheduler's steps (or denoise), or move the SplitSigmas step.")
+    if n - 1 > MAX_STEPS:
+        _fail(f"{source} gives {n - 1} steps; the view draws at most {MAX_STEPS}. Lower the scheduler's steps.")
+    return n - 1, source, False
 
+
+def _frames(data: dict) -> tuple[int, str, bool]:
+    """(latent frames, where from, assumed?): given, from a pixel length and family, or from the latent node."""
     latent, model = _chain(data, "latent"), _chain(data, "model")
     given = [k for k in ("frames", "length", "latent") if data.get(k) is not None]
     if len(given) > 1:
@@ -397,21 +395,27 @@ def _counts(data: dict) -> tuple[int, str, int, str, tuple[str, ...]]:
         family, family_source = _model_family(model)
     hint = " Shorten the video (the latent node's length)."
     if "frames" in given:
-        frames, frames_source = _int(data["frames"], "frames", 1, MAX_FRAMES, hint), ""
-        return steps, steps_source, frames, frames_source, tuple(assumed)
+        return _int(data["frames"], "frames", 1, MAX_FRAMES, hint), "", False
     if "length" in given:
         if family is None:
             _fail(f"length (pixel frames) needs family, one of {', '.join(FAMILY_TEMPORAL)}, to give latent frames.")
         length = _int(data["length"], "length", 1, 1 << 20)
-        frames, frames_source = latent_frames(length, FAMILY_TEMPORAL[family]), f"{length} frames of {FAMILY_NAMES[family]}"
+        frames, source = latent_frames(length, FAMILY_TEMPORAL[family]), f"{length} frames of {FAMILY_NAMES[family]}"
     else:
-        frames, frames_source = _latent_size(latent or [], family, family_source)
+        frames, source = _latent_size(latent or [], family, family_source)
         if frames is None:
-            assumed.append("frames")
-            return steps, steps_source, DEFAULT_FRAMES, frames_source + "; connect a video latent", tuple(assumed)
+            return DEFAULT_FRAMES, source + "; connect a video latent", True
     if frames > MAX_FRAMES:
-        _fail(f"{frames_source} gives {frames} latent frames; the view draws at most {MAX_FRAMES}.{hint}")
-    return steps, steps_source, frames, frames_source, tuple(assumed)
+        _fail(f"{source} gives {frames} latent frames; the view draws at most {MAX_FRAMES}.{hint}")
+    return frames, source, False
+
+
+def _counts(data: dict) -> tuple[int, str, int, str, tuple[str, ...]]:
+    """(steps, where from, latent frames, where from, which of them are assumed)."""
+    steps, steps_source, steps_assumed = _steps(data)
+    frames, frames_source, frames_assumed = _frames(data)
+    assumed = tuple(name for name, yes in (("steps", steps_assumed), ("frames", frames_assumed)) if yes)
+    return steps, steps_source, frames, frames_source, assumed
 
 
 def view_from_request(data: dict) -> dict:

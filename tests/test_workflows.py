@@ -74,7 +74,11 @@ def test_malformed_manual_keyframes_fail_validation(tmp_path):
 
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
-SHIPPED = {"rhymeflow_demo", "rhymeflow_wan22_two_experts_demo", "rhymeflow_wan21_t2v_1.3b", "rhymeflow_wan22_a14b_t2v"}
+SHIPPED = {"rhymeflow_demo", "rhymeflow_compare_demo", "rhymeflow_wan22_two_experts_demo", "rhymeflow_wan21_t2v_1.3b",
+           "rhymeflow_wan22_a14b_t2v"}
+LAID_OUT = {"rhymeflow_demo": {"Dense", "RhymeFlow", "Compare"},  # group titles start with these
+            "rhymeflow_compare_demo": {"Dense", "RhymeFlow", "Fewer steps", "Compare"}}
+RUN_SMALLER = {"rhymeflow_compare_demo"}  # three samplers: run at a smaller size by test_compare_workflow_runs_headless
 
 
 def _check_ui_graph(workflow: dict) -> None:
@@ -128,6 +132,8 @@ def test_example_workflow_runs_where_it_needs_no_model_files(path, tmp_path):
     prompt = ui_to_api(json.loads(path.read_text()))
     if _needs_model_files(prompt):
         pytest.skip("needs real model files (loading is checked by test_example_workflow_loads_in_this_host)")
+    if path.stem in RUN_SMALLER:
+        pytest.skip("run at a smaller size by its own test")
     for node in prompt.values():
         if node["class_type"] == "BasicScheduler":
             node["inputs"]["steps"] = min(node["inputs"]["steps"], 12)
@@ -162,3 +168,62 @@ def test_rhymeflow_ksampler_workflow_runs_on_the_demo_model(tmp_path):
     result = headless.run_prompt(prompt, tmp_path)
     assert result.success, result.error
     assert latent_of(tmp_path, "ksampler").shape == (1, 16, 5, 8, 8)
+
+
+@pytest.mark.parametrize("name", sorted(LAID_OUT))
+def test_laid_out_examples_put_every_node_in_a_titled_group(name):
+    workflow = json.loads((EXAMPLES[0].parent / f"{name}.json").read_text())
+    groups = workflow["groups"]
+    assert {prefix for prefix in LAID_OUT[name] if any(g["title"].startswith(prefix) for g in groups)} == LAID_OUT[name]
+    boxes = [g["bounding"] for g in groups]
+    for node in workflow["nodes"]:
+        if node["type"] in ("MarkdownNote", "Note"):
+            continue
+        (x, y), (w, h) = node["pos"], node["size"]
+        inside = [b for b in boxes if b[0] <= x and x + w <= b[0] + b[2] and b[1] <= y - 30 and y + h <= b[1] + b[3]]
+        assert len(inside) == 1, f"{name}: node {node['id']} ({node['type']}) is in {len(inside)} groups"
+    placed = [n for n in workflow["nodes"]]
+    for a in placed:  # no two nodes (title bars included) overlap
+        for b in placed:
+            if a["id"] < b["id"]:
+                ax, ay, aw, ah = a["pos"][0], a["pos"][1] - 30, a["size"][0], a["size"][1] + 30
+                bx, by, bw, bh = b["pos"][0], b["pos"][1] - 30, b["size"][0], b["size"][1] + 30
+                assert ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay, f"{name}: {a['id']} overlaps {b['id']}"
+
+
+def test_demo_example_compares_rhymeflow_with_dense():
+    from tools.demo import samplers_by_branch
+    headless.load_nodes()
+    prompt = ui_to_api(json.loads((EXAMPLES[0].parent / "rhymeflow_demo.json").read_text()))
+    samplers = samplers_by_branch(prompt)
+    (compare,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "RhymeFlowCompare"]
+    decoded_from = {name: prompt[compare[name][0]]["inputs"]["samples"][0] for name in ("reference", "candidate")}
+    assert decoded_from == {"reference": samplers["dense"], "candidate": samplers["rhymeflow"]}
+
+
+def test_compare_workflow_runs_headless(tmp_path):
+    # The shipped example at a smaller size: 5 latent frames of 8x8, 8 steps (dense and RhymeFlow, preset balanced) and 5.
+    headless.load_nodes()
+    prompt = ui_to_api(json.loads((EXAMPLES[0].parent / "rhymeflow_compare_demo.json").read_text()))
+    by_class: dict = {}
+    for nid, node in prompt.items():
+        by_class.setdefault(node["class_type"], []).append(nid)
+    assert len(by_class["SamplerCustomAdvanced"]) == 3 and len(by_class["RhymeFlowCompare"]) == 2
+    schedulers = sorted(by_class["BasicScheduler"], key=lambda n: -prompt[n]["inputs"]["steps"])
+    (noise,) = by_class["RandomNoise"]  # one seed for all three
+    assert all(prompt[n]["inputs"]["noise"] == [noise, 0] for n in by_class["SamplerCustomAdvanced"])
+    (rf,) = by_class["RhymeFlowSampler"]
+    assert prompt[rf]["inputs"]["preset"] == "balanced"
+    prompt[by_class["EmptyHunyuanLatentVideo"][0]]["inputs"].update(length=17, width=64, height=64)
+    prompt[schedulers[0]]["inputs"]["steps"], prompt[schedulers[1]]["inputs"]["steps"] = 8, 5
+    with headless.observe_reports() as reports:
+        result = headless.run_prompt(prompt, tmp_path)
+    assert result.success, result.error
+    assert [r.steps for r in reports if r.completed] == [8]
+    texts = {prompt[n]["inputs"]["candidate_name"]: result.outputs[n]["text"][0] for n in by_class["RhymeFlowCompare"]}
+    ours, fewer = texts["RhymeFlow"], texts["fewer steps"]
+    assert ours.startswith("RhymeFlow vs dense: 5 frames of 64x64") and "PSNR " in ours and "SSIM " in ours
+    assert f"run report of RhymeFlow node {rf})" in ours and "equal cost: dense at about" in ours  # this run's, not cached
+    assert fewer.startswith("fewer steps vs dense: 5 frames") and "time: not measured" in fewer
+    previews = sorted(tmp_path.rglob("dense_vs_*.webp"))
+    assert [p.name.split("_0")[0] for p in previews] == ["dense_vs_fewer_steps", "dense_vs_rhymeflow"]

@@ -14,27 +14,51 @@ if __package__ in (None, ""):
 from tools.headless import PACK_DIR, bootstrap, load_nodes
 
 DEMO_NOTE = """## RhymeFlow demo (the pack's small trained model, runs on a CPU)
-Two branches on the same model, prompt, seed and sigmas. Top: dense sampling (KSamplerSelect uni_pc).
-Bottom: **RhymeFlow Trajectory Projection -> CFGGuider -> RhymeFlow Sampler**.
+Two branches on the same model, prompt, seed and steps, then a comparison:
+* **Dense** (green group): ordinary sampling, every frame at every step (solver uni_pc).
+* **RhymeFlow** (blue group): **RhymeFlow Patch Model -> CFGGuider -> RhymeFlow Sampler**, with RhymeFlow Keyframes.
+* **Compare** (purple group): **RhymeFlow Compare Videos** shows on the node how close RhymeFlow is to dense (PSNR, SSIM,
+  temporal error) and the time it saved; the preview under it plays dense | RhymeFlow | difference x4 (black = identical).
 
+Settings of the RhymeFlow Sampler:
 * `preset` custom here, so the widgets count (and `make demo --warmup N` can change the warm-up); pick
   quality / balanced / fast to let the preset scale warm-up and strides to the step count instead.
-* `warmup_steps` 6 of 30: synchronous steps before any frame skips (the main quality knob).
-* strides 3-5: a full pass every 3 steps early, every 5 late; active passes in between compute only keyframes.
+* `warmup_steps` 6 of 30: ordinary steps before any frame skips (the main quality knob).
+* strides 3-5: a full pass every 3 steps early, every 5 late; the steps in between compute only the keyframes.
 * `RhymeFlow Keyframes` count 2: first and last frame plus the semantic scan's picks (the release setting).
 
 The demo model draws coloured shapes from prompts like `a red circle moves right; then a blue square falls`
 (see the prompt node's tooltip for the words it knows). The empty latent of 128x128x49 is 16x16x13 latent
 pixels, decoded exactly to 13 frames of 32x32 and shown 4x larger. For real videos swap the demo model,
-prompt and decode nodes for your Wan loader, text encoder and VAE decode; the RhymeFlow nodes stay.
+prompt and decode nodes for your Wan loader, text encoder and VAE Decode; the RhymeFlow nodes stay.
+To ask whether RhymeFlow beats simply using fewer steps, open `rhymeflow_compare_demo`.
 
 The drawing under RhymeFlow Sampler is the schedule (latent frames down, steps across): grey warm-up,
 amber full passes at rhythmic points, blue where only keyframes are computed in active passes, dark where
 a frame skips. It updates as you change widgets; after a run it shows the keyframes chosen and the time saved."""
 
+COMPARE_NOTE = """## Does RhymeFlow beat fewer steps? (demo model; do the same on your own)
+Three videos from the same model, prompt, seed and noise:
+* **Dense** (green): 20 ordinary steps, the reference.
+* **RhymeFlow** (blue): the same 20 steps with preset balanced (warm-up 4, strides 3-5): 9 full passes and 11
+  passes that compute only the keyframes.
+* **Fewer steps** (amber): ordinary sampling with 12 steps, about the same model cost as RhymeFlow here
+  (an active pass costs about 0.23 of a full one for the demo model on a CPU, so 9 + 11 x 0.23 = 11.5).
+
+The purple group scores both against dense. Each **RhymeFlow Compare Videos** node shows PSNR (dB), SSIM and
+temporal error on the node; higher PSNR / SSIM and lower temporal error = closer to dense. The RhymeFlow one
+also shows the time RhymeFlow saved and the **equal-cost** dense step count, measured in this very run:
+set the fewer-steps scheduler to that number and queue again for a fair match. Whichever of the two
+scores higher at equal cost is the better way to save time on this model, prompt and step count.
+On the demo model, fewer dense steps currently score higher at equal cost (docs/fidelity.md): see for yourself.
+
+**On your own model**: keep this layout and swap the demo model, prompts and decode for your loader,
+text encoder and VAE Decode (decode all three the same way). Keep the seed, video size and length shared;
+the compare node refuses videos of different length or size and says what to change."""
+
 TWO_EXPERT_NOTE = """## Wan 2.2 A14B style: two experts with RhymeFlow
 The high-noise expert runs the first 10 of 20 steps, the low-noise expert the rest (SplitSigmas at 10).
-Each expert has its own RhymeFlow Trajectory Projection and its own RhymeFlow Sampler; the split is a
+Each expert has its own RhymeFlow Patch Model and its own RhymeFlow Sampler; the split is a
 synchronisation point (every frame is at the same noise level there) and no cache crosses it.
 High-noise: warm-up 4 of its 10 steps, strides 2-3 (composition is decided here).
 Low-noise: warm-up 1, strides 3-5 (details; this is where most of the saving is).
@@ -46,7 +70,7 @@ WAN21_NOTE = """## Wan 2.1 T2V 1.3B with RhymeFlow KSampler (480p, 81 frames)
 Files (ComfyUI's Wan templates use the same): `diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors`,
 `text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors`, `vae/wan_2.1_vae.safetensors`.
 
-**RhymeFlow KSampler** is KSampler with RhymeFlow inside (no Trajectory Projection node needed):
+**RhymeFlow KSampler** is KSampler with RhymeFlow inside (no RhymeFlow Patch Model node needed):
 * `preset` balanced: warm-up 20 % of the steps (6 of 30), strides 3-5, the paper's release setting; about
   2x less model compute at 480p. quality = warm-up 30 %, strides 2-3; fast = warm-up 15 %, strides 4-5; custom =
   the widgets below as set. The drawing on the node shows the schedule and updates as you change them.
@@ -62,7 +86,7 @@ Files: `diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors`,
 
 One BasicScheduler (simple, 20 steps) split by SplitSigmas at 10: the high-noise expert samples steps 0-9 from
 RandomNoise, the low-noise expert steps 10-19 from the first latent with DisableNoise (shift 8, cfg 3.5, euler).
-Each expert has its own RhymeFlow Trajectory Projection, CFGGuider and RhymeFlow Sampler; the split is a
+Each expert has its own RhymeFlow Patch Model, CFGGuider and RhymeFlow Sampler; the split is a
 synchronisation point and no cache crosses it.
 * High-noise sampler: preset custom, warm-up 4 of its 10 steps, strides 2-3 (composition and motion are set here).
 * Low-noise sampler: preset custom, warm-up 1, strides 3-5 (details; most of the saving).
@@ -114,6 +138,9 @@ def main() -> None:
     load_nodes()
     from tools.workflows import (
         api_to_ui,
+        compare_layout,
+        compare_prompt,
+        demo_layout,
         demo_prompt,
         two_expert_prompt,
         wan21_i2v_prompt,
@@ -124,7 +151,10 @@ def main() -> None:
     )
     out = PACK_DIR / "example_workflows"
     out.mkdir(exist_ok=True)
-    for name, prompt, note in [("rhymeflow_demo", demo_prompt(), DEMO_NOTE),
+    demo, compare = demo_prompt(save_latents=False), compare_prompt()
+    laid_out = {"rhymeflow_demo": demo_layout(demo), "rhymeflow_compare_demo": compare_layout(compare)}
+    for name, prompt, note in [("rhymeflow_demo", demo, DEMO_NOTE),
+                               ("rhymeflow_compare_demo", compare, COMPARE_NOTE),
                                ("rhymeflow_wan22_two_experts_demo", two_expert_prompt(), TWO_EXPERT_NOTE),
                                ("rhymeflow_wan21_t2v_1.3b", wan21_t2v_prompt(), WAN21_NOTE),
                                ("rhymeflow_wan22_a14b_t2v", wan22_a14b_t2v_prompt(), WAN22_NOTE),
@@ -132,7 +162,7 @@ def main() -> None:
                                ("rhymeflow_wan21_flf2v_14b", wan21_i2v_prompt(first_last=True), WAN21_FLF2V_NOTE),
                                ("rhymeflow_wan22_a14b_i2v", wan22_a14b_i2v_prompt(), WAN22_I2V_NOTE),
                                ("rhymeflow_wan22_ti2v_5b", wan22_ti2v_5b_prompt(), WAN22_TI2V_NOTE)]:
-        (out / f"{name}.json").write_text(json.dumps(api_to_ui(prompt, [note]), indent=1) + "\n")
+        (out / f"{name}.json").write_text(json.dumps(api_to_ui(prompt, [note], laid_out.get(name)), indent=1) + "\n")
         print("wrote", out / f"{name}.json")
 
 

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 NEGATIVE = ""  # the demo model was trained with an all-zero (empty) prompt as its unconditional input
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 VIRTUAL_NODES = {"Note", "MarkdownNote"}
@@ -18,8 +20,10 @@ def _link(node: str, output: int = 0) -> list:
 def demo_prompt(prompt: str = DEMO_PROMPT, seed: int = 42, steps: int = 30, frames: int = 49,
                 width: int = 128, height: int = 128, cfg: float = 4.0, shift: float = 3.0, solver: str = "uni_pc",
                 warmup: int = 6, min_stride: int = 3, max_stride: int = 5, keyframes: int = 2,
-                context: str = "kv_cache", dense: bool = True, rhymeflow: bool = True, save_latents: bool = True) -> dict:
-    """Dense and RhymeFlow side by side on the demo model: same prompt, seed and sigmas.
+                context: str = "kv_cache", dense: bool = True, rhymeflow: bool = True, save_latents: bool = True,
+                compare: bool = True, preset: str = "custom") -> dict:
+    """Dense and RhymeFlow side by side on the demo model: same prompt, seed and sigmas, and (with both
+    branches and `compare`) RhymeFlowCompare on the two decoded videos (node 30, its preview 31).
 
     128x128x49 is an empty latent of 16x16x13, which the demo model decodes to 13 frames of 32x32.
     """
@@ -46,10 +50,10 @@ def demo_prompt(prompt: str = DEMO_PROMPT, seed: int = 42, steps: int = 30, fram
             "13": {"class_type": "CFGGuider", "inputs": {"model": _link("12"), "positive": _link("3"), "negative": _link("4"), "cfg": cfg}},
             "14": {"class_type": "RhymeFlowKeyframes", "inputs": {"strategy": "semantic", "count": keyframes, "similarity_threshold": 0.98,
                                                                   "min_gap": 1, "manual_frames": ""}},
-            # preset custom: tools/demo.py sets warmup_steps on this node, which only custom honours.
+            # preset custom (the demo's): tools/demo.py sets warmup_steps on this node, which only custom honours.
             "15": {"class_type": "RhymeFlowSampler", "inputs": {"solver": solver, "warmup_steps": warmup, "min_stride": min_stride,
                                                                 "max_stride": max_stride, "transition_1": 0.3, "transition_2": 0.7,
-                                                                "stride_schedule": "progressive", "preset": "custom",
+                                                                "stride_schedule": "progressive", "preset": preset,
                                                                 "keyframes": _link("14")}},
             "16": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("6"), "guider": _link("13"), "sampler": _link("15"),
                                                                      "sigmas": _link("7"), "latent_image": _link("5")}},
@@ -62,7 +66,105 @@ def demo_prompt(prompt: str = DEMO_PROMPT, seed: int = 42, steps: int = 30, fram
                                                                          "fps": 8.0, "lossless": True, "quality": 90, "method": "default"}}
         if save_latents:
             p[str(base + 2)] = {"class_type": "SaveLatent", "inputs": {"samples": _link(sampled), "filename_prefix": name}}
+    if dense and rhymeflow and compare:
+        p.update(_compare_nodes("30", "18", "22", "dense", "RhymeFlow", "rhymeflow_demo/compare"))
     return p
+
+
+def _compare_nodes(first: str, reference: str, candidate: str, reference_name: str, candidate_name: str, prefix: str) -> dict:
+    """RhymeFlowCompare on two decoded videos (node `first`) and an animated preview of its side-by-side video."""
+    return {
+        first: {"class_type": "RhymeFlowCompare", "inputs": {"reference": _link(reference), "candidate": _link(candidate),
+                                                              "reference_name": reference_name, "candidate_name": candidate_name,
+                                                              "difference_gain": 4.0, "reference_seconds": 0.0,
+                                                              "candidate_seconds": 0.0}},
+        str(int(first) + 1): {"class_type": "SaveAnimatedWEBP", "inputs": {"images": _link(first), "filename_prefix": prefix,
+                                                                           "fps": 8.0, "lossless": True, "quality": 90,
+                                                                           "method": "default"}},
+    }
+
+
+def compare_prompt(prompt: str = DEMO_PROMPT, seed: int = 42, steps: int = 20, fewer_steps: int = 12, frames: int = 49,
+                   size: int = 128, preset: str = "balanced") -> dict:
+    """Does RhymeFlow beat simply lowering the steps? Dense (`steps`), RhymeFlow (`steps`, `preset`) and dense with
+    `fewer_steps` (about RhymeFlow's model cost) on the demo model, same prompt, seed and noise; two RhymeFlowCompare
+    nodes score RhymeFlow and fewer steps against dense.
+
+    Node ids: the demo's (dense 8-10 and 18-19, RhymeFlow 12-16 and 22-23, compare 30-31) without latents saved,
+    plus fewer steps 40-43 and its compare 32-33.
+    """
+    p = demo_prompt(prompt, seed, steps, frames, size, size, warmup=max(1, round(steps * 0.2)), preset=preset,
+                    save_latents=False)
+    p["31"]["inputs"]["filename_prefix"] = "rhymeflow_compare/dense_vs_rhymeflow"
+    for nid, name in (("19", "dense"), ("23", "rhymeflow")):
+        p[nid]["inputs"]["filename_prefix"] = f"rhymeflow_compare/{name}"
+    p.update({
+        "40": {"class_type": "BasicScheduler", "inputs": {"model": _link("2"), "scheduler": "simple", "steps": fewer_steps, "denoise": 1.0}},
+        "41": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": _link("6"), "guider": _link("8"), "sampler": _link("9"),
+                                                                 "sigmas": _link("40"), "latent_image": _link("5")}},
+        "42": {"class_type": "RhymeFlowDemoDecode", "inputs": {"samples": _link("41"), "scale": 4}},
+        "43": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": _link("42"), "filename_prefix": "rhymeflow_compare/fewer_steps",
+                                                            "fps": 8.0, "lossless": True, "quality": 90, "method": "default"}},
+    })
+    p.update(_compare_nodes("32", "18", "42", "dense", "fewer steps", "rhymeflow_compare/dense_vs_fewer_steps"))
+    return p
+
+
+GROUP_COLORS = {"shared": "#3f789e", "dense": "#8A8", "rhymeflow": "#3d6a80", "fewer": "#b58b2a", "compare": "#a1309b"}
+VIDEO_PREVIEW = (300, 460)        # SaveAnimatedWEBP showing one 128x128 demo video
+SIDE_BY_SIDE_PREVIEW = (520, 380)  # SaveAnimatedWEBP showing RhymeFlowCompare's three panels
+
+
+def _present(prompt: dict, *columns: list[str]) -> list[list[str]]:
+    """The columns with only the nodes the prompt has (optional ones such as SaveLatent may be absent)."""
+    return [kept for kept in ([n for n in c if n in prompt] for c in columns) if kept]
+
+
+def _demo_titles_and_sizes(prompt: dict) -> tuple[dict, dict]:
+    titles = {"2": "Model sampling (shift)", "3": "Prompt", "4": "Negative prompt (empty for the demo model)",
+              "5": "Video size and length", "6": "Seed (every sampler)", "7": "Steps (dense and RhymeFlow)",
+              "8": "Guider: dense", "9": "Solver: dense", "10": "Sampler: dense", "18": "Decode: dense",
+              "19": "Preview: dense", "12": "RhymeFlow patch (keyframe cache)", "13": "Guider: RhymeFlow",
+              "16": "Sampler: RhymeFlow", "22": "Decode: RhymeFlow", "23": "Preview: RhymeFlow",
+              "20": "Latent: dense", "24": "Latent: RhymeFlow",
+              "30": "Compare: RhymeFlow vs dense", "31": "Preview: dense | RhymeFlow | difference x4"}
+    sizes = {nid: VIDEO_PREVIEW for nid in ("19", "23")} | {"31": SIDE_BY_SIDE_PREVIEW}
+    return {k: v for k, v in titles.items() if k in prompt}, {k: v for k, v in sizes.items() if k in prompt}
+
+
+def demo_layout(prompt: dict) -> Layout:
+    """demo_prompt's nodes in groups: shared inputs | dense above RhymeFlow | compare."""
+    titles, sizes = _demo_titles_and_sizes(prompt)
+    shared = Group("Model, prompt, video size, seed, steps", _present(prompt, ["1", "2", "5"], ["3", "4", "6", "7"]),
+                   GROUP_COLORS["shared"])
+    dense = Group("Dense: every frame, every step", _present(prompt, ["8", "9"], ["10", "18", "20"], ["19"]),
+                  GROUP_COLORS["dense"])
+    ours = Group("RhymeFlow: warm-up, then keyframes every step, the rest once per group",
+                 _present(prompt, ["12", "13", "14"], ["15"], ["16", "22", "24"], ["23"]), GROUP_COLORS["rhymeflow"])
+    columns: list[list] = [[NoteBox(0, (700, 700)), shared], [g for g in (dense, ours) if g.columns]]
+    if "30" in prompt:
+        columns.append([Group("Compare: how close is RhymeFlow to dense?", [["30", "31"]], GROUP_COLORS["compare"])])
+    return Layout(columns, titles, sizes)
+
+
+def compare_layout(prompt: dict) -> Layout:
+    """compare_prompt's nodes in groups: shared inputs | dense, RhymeFlow, fewer steps | the two comparisons."""
+    titles, sizes = _demo_titles_and_sizes(prompt)
+    titles.update({"9": "Solver: dense and fewer steps", "8": "Guider: dense and fewer steps",
+                   "40": "Steps: fewer (about RhymeFlow's cost)", "41": "Sampler: dense, fewer steps",
+                   "42": "Decode: fewer steps", "43": "Preview: fewer steps",
+                   "32": "Compare: fewer steps vs dense", "33": "Preview: dense | fewer steps | difference x4"})
+    sizes.update({"43": VIDEO_PREVIEW, "33": SIDE_BY_SIDE_PREVIEW})
+    shared = Group("Model, prompt, video size, seed, steps", [["1", "2", "5", "9"], ["3", "4", "6", "7", "8"]],
+                   GROUP_COLORS["shared"])
+    dense = Group("Dense: every frame, every step", [["10", "18"], ["19"]], GROUP_COLORS["dense"])
+    ours = Group("RhymeFlow: same steps, about half the model cost",
+                 [["12", "13", "14"], ["15"], ["16", "22"], ["23"]], GROUP_COLORS["rhymeflow"])
+    fewer = Group("Fewer steps: dense sampling at about RhymeFlow's cost", [["40", "41", "42"], ["43"]],
+                  GROUP_COLORS["fewer"])
+    compare = Group("Compare both against dense: higher PSNR / SSIM = closer", [["30", "31"], ["32", "33"]],
+                    GROUP_COLORS["compare"])
+    return Layout([[NoteBox(0, (700, 760)), shared], [dense, ours, fewer], [compare]], titles, sizes)
 
 
 def two_expert_prompt(prompt: str = "a blue square falls", seed: int = 7, steps: int = 20, switch: int = 10,
@@ -272,8 +374,10 @@ def _output_types(class_type: str) -> list[str]:
 
 
 DEFAULT_SIZE = (420, 200)
-# Nodes with the schedule view (web/js/rhymeflow.js) need room for its drawing below the widgets.
-NODE_SIZES = {"RhymeFlowSampler": (440, 520), "RhymeFlowKSampler": (440, 760), "CLIPTextEncode": (420, 160)}
+# Nodes with the schedule view (web/js/rhymeflow.js) need room for its drawing below the widgets;
+# RhymeFlowCompare for its report text (web/js/rhymeflow_compare.js).
+NODE_SIZES = {"RhymeFlowSampler": (440, 520), "RhymeFlowKSampler": (440, 760), "CLIPTextEncode": (420, 160),
+              "RhymeFlowCompare": (420, 400)}
 
 
 def _ui_inputs(prompt: dict, nid: str, links: list, out_links: dict) -> tuple[list, list]:
@@ -301,8 +405,90 @@ def _ui_inputs(prompt: dict, nid: str, links: list, out_links: dict) -> tuple[li
     return inputs, widgets
 
 
-def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
-    """A UI-format workflow (litegraph JSON, version 0.4) laid out left to right by dependency depth."""
+# ---- Laid-out workflows: groups of nodes in columns ----------------------------------------------
+@dataclass
+class Group:
+    """A titled box of nodes: `columns` of node ids, each column top to bottom."""
+    title: str
+    columns: list[list[str]]
+    color: str = "#3f789e"
+
+
+@dataclass
+class NoteBox:
+    """Where the workflow's note number `index` goes (a column item like a group)."""
+    index: int = 0
+    size: tuple[int, int] = (520, 640)
+
+
+@dataclass
+class Layout:
+    """Columns of groups and notes, left to right; items in a column top to bottom. Every node of the
+    prompt must be in a group. `titles` and `sizes` override a node's title and size by node id."""
+    columns: list[list[Group | NoteBox]]
+    titles: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+GROUP_PAD, GROUP_HEADER, NODE_TITLE, NODE_GAP, COLUMN_GAP, GROUP_GAP = 20, 44, 30, 24, 30, 50
+NODE_WIDTH = 320
+
+
+def _auto_size(node: dict) -> tuple[int, int]:
+    """A node's size from its sockets and widgets (litegraph: 20 px per slot row, about 24 per widget)."""
+    if node["class_type"] in NODE_SIZES:
+        return NODE_SIZES[node["class_type"]]
+    sockets = widgets = extra = 0
+    for name, kind, opts in _input_specs(node["class_type"]):
+        if name not in node["inputs"]:
+            continue
+        if kind not in WIDGET_TYPES:
+            sockets += 1
+            continue
+        widgets += 2 if opts.get("control_after_generate") else 1
+        extra += 60 if opts.get("multiline") else 0
+    rows = max(sockets, len(_output_types(node["class_type"])))
+    return NODE_WIDTH, max(60, rows * 22 + widgets * 26 + extra + 16)
+
+
+def _place(prompt: dict, layout: Layout, origin: tuple[int, int] = (0, 0)):
+    """({node id: (pos, size)}, [group dicts], [note (pos, size)]) for a layout."""
+    placed: dict[str, tuple[list, list]] = {}
+    groups, notes = [], {}
+    x = origin[0]
+    for column in layout.columns:
+        y, column_width = origin[1], 0
+        for item in column:
+            if isinstance(item, NoteBox):
+                notes[item.index] = ([x, y], list(item.size))
+                y += item.size[1] + GROUP_GAP
+                column_width = max(column_width, item.size[0])
+                continue
+            nx, group_height = x + GROUP_PAD, 0
+            for ids in item.columns:
+                ny, width = y + GROUP_HEADER + NODE_TITLE, 0
+                for nid in ids:
+                    size = layout.sizes.get(nid) or _auto_size(prompt[nid])
+                    placed[nid] = ([nx, ny], list(size))
+                    ny += size[1] + NODE_TITLE + NODE_GAP
+                    width = max(width, size[0])
+                group_height = max(group_height, ny - NODE_TITLE - NODE_GAP - y)
+                nx += width + COLUMN_GAP
+            box = [x, y, nx - COLUMN_GAP + GROUP_PAD - x, group_height + GROUP_PAD]
+            groups.append({"id": len(groups) + 1, "title": item.title, "bounding": box, "color": item.color,
+                           "font_size": 24, "flags": {}})
+            y += box[3] + GROUP_GAP
+            column_width = max(column_width, box[2])
+        x += column_width + GROUP_GAP
+    missing = set(prompt) - set(placed)
+    if missing:
+        raise ValueError(f"layout places no group around nodes {sorted(missing, key=int)}")
+    return placed, groups, notes
+
+
+def api_to_ui(prompt: dict, notes: list[str] = (), layout: Layout | None = None) -> dict:
+    """A UI-format workflow (litegraph JSON, version 0.4): laid out in `layout`'s groups, or else left to
+    right by dependency depth."""
     depth: dict[str, int] = {}
 
     def node_depth(nid):
@@ -311,6 +497,7 @@ def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
             depth[nid] = 1 + max((node_depth(u) for u in ups), default=-1)
         return depth[nid]
 
+    placed, groups, note_boxes = _place(prompt, layout) if layout is not None else ({}, [], {})
     ids = sorted(prompt, key=int)
     numeric = {nid: int(nid) for nid in ids}
     column_y: dict[int, int] = {}  # next free y per column
@@ -320,14 +507,21 @@ def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
         node = prompt[nid]
         inputs, widgets = _ui_inputs(prompt, nid, links, out_links)
         col = node_depth(nid)
-        size = NODE_SIZES.get(node["class_type"], DEFAULT_SIZE)
-        y = column_y.get(col, 40)
-        column_y[col] = y + size[1] + 60
-        ui_nodes.append({
-            "id": numeric[nid], "type": node["class_type"], "pos": [40 + 480 * col, y], "size": list(size),
+        if nid in placed:
+            pos, size = placed[nid]
+        else:
+            size = NODE_SIZES.get(node["class_type"], DEFAULT_SIZE)
+            y = column_y.get(col, 40)
+            column_y[col] = y + size[1] + 60
+            pos = [40 + 480 * col, y]
+        ui_node = {
+            "id": numeric[nid], "type": node["class_type"], "pos": pos, "size": list(size),
             "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
             "widgets_values": widgets,
-        })
+        }
+        if layout is not None and nid in layout.titles:
+            ui_node["title"] = layout.titles[nid]
+        ui_nodes.append(ui_node)
     for ui_node in ui_nodes:
         nid = str(ui_node["id"])
         ui_node["outputs"] = [{"name": t, "type": t, "links": out_links.get((nid, slot), [])}
@@ -336,13 +530,14 @@ def api_to_ui(prompt: dict, notes: list[str] = ()) -> dict:
     for k, n in enumerate(order):
         n["order"] = k
     next_id = max(numeric.values()) + 1
-    notes_y = max(column_y.values())
+    notes_y = max(column_y.values(), default=40)
     for k, text in enumerate(notes):
-        ui_nodes.append({"id": next_id + k, "type": "MarkdownNote", "pos": [40, notes_y + 300 * k], "size": [900, 260],
+        pos, size = note_boxes.get(k, ([40, notes_y + 300 * k], [900, 260]))
+        ui_nodes.append({"id": next_id + k, "type": "MarkdownNote", "pos": pos, "size": size,
                          "flags": {}, "order": len(ui_nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                          "widgets_values": [text], "color": "#432", "bgcolor": "#653"})
     return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+            "groups": groups, "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
 
 
 def ui_to_api(workflow: dict) -> dict:
