@@ -8,7 +8,6 @@ from tools import bench
 ROWS = ("dense", "release", "release+override")
 
 
-@pytest.mark.slow
 def test_bench_table_has_every_row_and_consistent_pass_counts(tmp_path):
     out = tmp_path / "bench.md"
     text, configs = bench.main(["--model", "tiny", "--size", "32x32", "--frames", "17", "--quick", "--quick-steps", "4",

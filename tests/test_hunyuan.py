@@ -141,6 +141,7 @@ def hunyuan_latent(version, seed=1):
     return latent, torch.randn(latent.shape, generator=g)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["1.0", "1.5"])
 @pytest.mark.parametrize("solver,cfg,context", [("euler", 5.0, "kv_cache"), ("uni_pc", 5.0, "hidden_cache"),
                                                 ("euler", 1.0, "kv_cache")])
@@ -158,6 +159,7 @@ def test_every_frame_a_keyframe_reproduces_comfyui_sampler(version, solver, cfg,
     assert report.model_calls["active"] == report.active_passes > 0, "the all-keyframe run did take active passes"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["1.0", "1.5"])
 def test_pass_counts_follow_the_schedule_and_sparse_keyframes_skip_work(version):
     m = model(version)
@@ -179,6 +181,7 @@ def test_pass_counts_follow_the_schedule_and_sparse_keyframes_skip_work(version)
     assert 1e-4 < err < 0.5, f"RhymeFlow must differ from dense (it skips work) but stay close, rel err {err}"
 
 
+@pytest.mark.slow
 def test_text_mask_and_embedded_guidance_are_honoured():
     # One branch (cfg 1, the distilled-guidance setting): the host cannot batch two masked conds.
     m = model("1.0")
@@ -199,6 +202,7 @@ def test_text_mask_and_embedded_guidance_are_honoured():
     assert rel_err(both(cond), masked) > 1e-4, "the embedded guidance reaches the RhymeFlow passes"
 
 
+@pytest.mark.slow
 def test_v15_image_latents_mask_and_vision_tokens_are_honoured():
     m = model("1.5")
     sigmas = sigmas_for(m, 8)
@@ -215,6 +219,7 @@ def test_v15_image_latents_mask_and_vision_tokens_are_honoured():
     assert torch.isfinite(sparse).all()
 
 
+@pytest.mark.slow
 def test_v10_token_replace_image_to_video():
     """HunyuanImageToVideo 'v2 (replace)': the image is the latent's first frame, kept by the noise mask, and
     the model modulates frame 0's tokens with the clean timestep (guiding_frame_index 0). One branch (cfg 1,
@@ -245,6 +250,7 @@ def test_v10_token_replace_image_to_video():
     assert float((sparse[:, :, 0] - latent[:, :, 0]).abs().max()) <= 1e-5, "the image frame stays the given latent"
 
 
+@pytest.mark.slow
 def test_v15_byt5_glyph_tokens_are_honoured():
     """ByT5 tokens join the text stream before the first block, so they are queries in every pass too."""
     m = tiny_model("hunyuan", "1.5", byt5=True)

@@ -118,6 +118,7 @@ def first_frame_mask(strength=1.0):
     return mask
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver,context,conditioning", [
     ("euler", "kv_cache", "t2v"), ("uni_pc", "hidden_cache", "t2v"), ("euler", "kv_cache", "i2v"),
     ("uni_pc", "kv_cache", "guide")])
@@ -143,6 +144,7 @@ def test_every_frame_a_keyframe_reproduces_comfyui_sampler(solver, context, cond
         assert kept <= 1e-5, "the conditioning frame stays the given latent"
 
 
+@pytest.mark.slow
 def test_pass_counts_follow_the_schedule_and_sparse_keyframes_skip_work():
     m = model()
     steps = 20

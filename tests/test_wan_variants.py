@@ -141,6 +141,7 @@ def family_inputs(variant, given=(0,)):
     return latent, torch.randn(latent.shape, generator=g), None, cond, uncond
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ALL)
 @pytest.mark.parametrize("solver,context", [("euler", "kv_cache"), ("uni_pc", "hidden_cache")])
 def test_every_frame_a_keyframe_reproduces_comfyui_sampler(variant, solver, context):
@@ -155,6 +156,7 @@ def test_every_frame_a_keyframe_reproduces_comfyui_sampler(variant, solver, cont
     assert report.model_calls["active"] == report.active_passes > 0, "the all-keyframe run did take active passes"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ALL)
 def test_pass_counts_saving_and_conditioned_frames_as_keyframes(variant):
     """Frames 0 and 2 given (e.g. a start clip, or a middle frame): both must be keyframes even though
@@ -182,6 +184,7 @@ def test_pass_counts_saving_and_conditioned_frames_as_keyframes(variant):
                                    msg="given frames stay the image latent")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", I2V)
 def test_image_latent_and_clip_tokens_are_honoured(variant):
     m = model(variant)

@@ -9,8 +9,6 @@ import torch
 from tools import headless
 from tools.workflows import demo_prompt, two_expert_prompt, ui_to_api
 
-# Every test here loads ComfyUI's nodes and most run whole workflows through its executor.
-pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "example_workflows").glob("*.json"))
 
 
@@ -31,6 +29,7 @@ def test_pack_nodes_load_with_schema_conventions():
             assert inp.tooltip, f"{node_id}.{inp.id} has no tooltip"
 
 
+@pytest.mark.slow
 def test_api_workflow_all_keyframes_equals_dense(tmp_path):
     # 17 pixel frames -> 5 latent frames, all keyframes: RhymeFlow must reproduce the dense branch.
     result = headless.run_prompt(demo_prompt(frames=17, steps=12, warmup=3, keyframes=5), tmp_path)
@@ -42,6 +41,7 @@ def test_api_workflow_all_keyframes_equals_dense(tmp_path):
     assert float((ours - dense).abs().max() / dense.abs().max()) <= 2e-4
 
 
+@pytest.mark.slow
 def test_api_workflow_release_setting_runs(tmp_path):
     result = headless.run_prompt(demo_prompt(frames=33, steps=16, warmup=4), tmp_path)
     assert result.success, result.error
@@ -51,6 +51,7 @@ def test_api_workflow_release_setting_runs(tmp_path):
     assert [d["value"] for d in progress][-1] == 16, "the ProgressBar reached the last step"
 
 
+@pytest.mark.slow
 def test_two_expert_workflow_runs(tmp_path):
     result = headless.run_prompt(two_expert_prompt(), tmp_path)
     assert result.success, result.error
@@ -126,6 +127,7 @@ def test_example_workflow_loads_in_this_host(path):
     assert not _validation_problems(prompt), _validation_problems(prompt)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_workflow_runs_where_it_needs_no_model_files(path, tmp_path):
     headless.load_nodes()
@@ -155,6 +157,7 @@ def test_demo_example_keeps_what_the_demo_tool_needs():
     assert sampler["inputs"]["preset"] == "custom"
 
 
+@pytest.mark.slow
 def test_rhymeflow_ksampler_workflow_runs_on_the_demo_model(tmp_path):
     # The Wan 2.1 example's layout with the demo model in place of the Wan loaders.
     from tools.workflows import NEGATIVE, wan21_t2v_prompt

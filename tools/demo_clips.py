@@ -15,10 +15,12 @@ SIZE = 32
 FRAMES = 13
 SUPERSAMPLE = 4
 BACKGROUND = (0.06, 0.06, 0.08)
-# The RGB of each colour word in the clips the demo model was trained on.
-COLOURS = dict(zip(COLOUR_WORDS, [
-    (0.92, 0.16, 0.14), (0.18, 0.80, 0.24), (0.16, 0.34, 0.95), (0.96, 0.86, 0.16),
-    (0.95, 0.95, 0.95), (0.14, 0.86, 0.90), (0.90, 0.20, 0.85), (0.98, 0.55, 0.10)], strict=True))
+COLOURS = {  # the RGB of each colour word, in the vocabulary's order (random_shape draws by position)
+    "red": (0.92, 0.16, 0.14), "green": (0.18, 0.80, 0.24), "blue": (0.16, 0.34, 0.95),
+    "yellow": (0.96, 0.86, 0.16), "white": (0.95, 0.95, 0.95), "cyan": (0.14, 0.86, 0.90),
+    "magenta": (0.90, 0.20, 0.85), "orange": (0.98, 0.55, 0.10),
+}
+assert tuple(COLOURS) == COLOUR_WORDS, "every colour word of rhymeflow_core/demo_prompt.py, in its order"
 
 
 def random_shape(rng: np.random.Generator) -> tuple[str, str, str]:
