@@ -143,3 +143,27 @@ def interrupt_at(step: int):
         yield callback
     finally:
         comfy.model_management.interrupt_current_processing(False)
+
+
+class FakeServer:
+    """A stand-in for ComfyUI's PromptServer: a route table and the events it was asked to send."""
+
+    def __init__(self):
+        from aiohttp import web
+        self.routes = web.RouteTableDef()
+        self.client_id = "client-1"
+        self.sent = []
+
+    def send_sync(self, event, data, sid=None):
+        self.sent.append((event, data, sid))
+
+
+def install_fake_server(monkeypatch) -> FakeServer:
+    """Put a FakeServer where compat.prompt_server() looks (sys.modules["server"].PromptServer.instance)."""
+    import sys
+    import types
+    server = FakeServer()
+    module = types.ModuleType("server")
+    module.PromptServer = types.SimpleNamespace(instance=server)
+    monkeypatch.setitem(sys.modules, "server", module)
+    return server

@@ -1,12 +1,11 @@
 """Presets, the schedule view's data (one source of truth for the browser) and the after-run report."""
 import asyncio
 import sys
-import types
 
 import pytest
 import torch
 
-from helpers import conds, last_report, latent_and_noise, patched, sample, sigmas_for
+from helpers import conds, install_fake_server, last_report, latent_and_noise, patched, sample, sigmas_for
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec
 from rhymeflow_core.presets import PRESETS, resolve_schedule
@@ -132,24 +131,9 @@ def test_active_cost_table():
 
 
 # ---- the route and the report event on a stand-in server --------------------------------------
-class FakeServer:
-    def __init__(self):
-        from aiohttp import web
-        self.routes = web.RouteTableDef()
-        self.client_id = "client-1"
-        self.sent = []
-
-    def send_sync(self, event, data, sid=None):
-        self.sent.append((event, data, sid))
-
-
 @pytest.fixture
 def fake_server(monkeypatch):
-    server = FakeServer()
-    module = types.ModuleType("server")
-    module.PromptServer = types.SimpleNamespace(instance=server)
-    monkeypatch.setitem(sys.modules, "server", module)
-    return server
+    return install_fake_server(monkeypatch)
 
 
 def _pack_routes():

@@ -8,11 +8,11 @@ import json
 import random
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
 
+from helpers import install_fake_server
 from rhymeflow_core.schedule import build_schedule
 from rhymeflow_core.schedule_view import LATENT_NODES, MAX_FRAMES, MAX_STEPS, latent_frames, run_line, view_from_request
 
@@ -20,24 +20,10 @@ PACK = Path(__file__).resolve().parents[1]
 CPU_BUDGET = 0.100  # seconds of server CPU per request: the handler's thread, from the request to its response
 
 
-class _Server:
-    def __init__(self):
-        from aiohttp import web
-        self.routes = web.RouteTableDef()
-        self.client_id = "client-1"
-        self.sent = []
-
-    def send_sync(self, event, data, sid=None):
-        self.sent.append((event, data, sid))
-
-
 @pytest.fixture
 def pack_routes(monkeypatch):
     """The pack's routes module, as ComfyUI loaded it, registered on a stand-in PromptServer."""
-    server = _Server()
-    module = types.ModuleType("server")
-    module.PromptServer = types.SimpleNamespace(instance=server)
-    monkeypatch.setitem(sys.modules, "server", module)
+    server = install_fake_server(monkeypatch)
     from tools import headless
     headless.load_nodes()
     routes = next(m for name, m in sys.modules.items() if name.endswith(".nodes.routes") and hasattr(m, "register_routes"))
