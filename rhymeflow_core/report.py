@@ -42,6 +42,9 @@ class RunReport:
     estimated_dense_seconds: float = 0.0    # steps x the median full step of this run
     seconds_saved: float = 0.0              # negative when RhymeFlow was slower
     source: str | None = None               # the node that ran it (its unique id), when a node did
+    # What the run could not honour or found pointless (a step cache that never acts, a patch the
+    # active pass bypasses, too few steps): each said once in the log and kept here, keyed by topic.
+    warnings: dict[str, str] = field(default_factory=dict)
     schedule: Any = field(default=None, repr=False)    # the resolved ScheduleSettings
     keyframe_spec: Any = field(default=None, repr=False)  # the KeyframeSpec asked for
 
@@ -49,6 +52,12 @@ class RunReport:
         self.model_calls[kind] = self.model_calls.get(kind, 0) + 1
         if rows:
             self.rows[kind] = self.rows.get(kind, 0) + rows
+
+    def warn(self, topic: str, message: str) -> None:
+        """Say `message` once per run (the first time `topic` comes up): in the log and in this report."""
+        if topic not in self.warnings:
+            self.warnings[topic] = message
+            log.warning("RhymeFlow: %s", message)
 
     def time_steps(self, seconds: list[float], full_step: list[bool]) -> None:
         """Per-step times, and the dense estimate: every step at the median full step of this very run."""

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import compat
 from ..run_state import RECORD, ContextMode, RhymeFlowRun
 
 
@@ -217,7 +216,6 @@ def scatter_keyframes(out: torch.Tensor, ctx: PassContext) -> torch.Tensor:
 
 
 def _warn_block_patches(run: RhymeFlowRun, to: dict) -> None:
-    if to.get("patches_replace", {}).get("dit") and not run.memo.get("warned_block_patches"):
-        run.memo["warned_block_patches"] = True
-        compat.log.warning("RhymeFlow: block-replace patches (e.g. skip-layer guidance) apply only in warm-up passes, "
-                           "not in rhythmic or active passes.")
+    if to.get("patches_replace", {}).get("dit"):
+        run.report.warn("block_patches", "block-replace patches (e.g. skip-layer guidance) apply only in warm-up passes, "
+                                         "not in rhythmic or active passes.")
