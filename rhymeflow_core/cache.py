@@ -13,12 +13,17 @@ Placement (decided once per run, at the first recording, and logged):
             two GPU staging slots on a side stream, one block ahead of the compute (`_Prefetcher`).
 Buffers are allocated at the first recording and reused by later ones (no allocator churn, and
 pinned memory is expensive to allocate).
+
+A run holds one cache per compute device (`DeviceCaches`): ComfyUI's MultiGPU CFG split runs cond
+and uncond at once on per-device model clones (docs/multi_gpu.md), and each device records, places
+and reads its own cache.
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
 import math
+import threading
 
 import torch
 
@@ -46,8 +51,9 @@ def place(placement: str, compute_device: torch.device, expected_bytes: int, fre
 
 
 class ContextCache:
-    def __init__(self, placement: str = "auto"):
+    def __init__(self, placement: str = "auto", peers: DeviceCaches | None = None):
         self.placement = placement
+        self.peers = peers           # the run's caches on other devices, read when a cond moved device
         self.device = None           # decided at the first recording
         self.entries: dict[tuple, list[tuple[torch.Tensor, ...]]] = {}
         self.scratch: dict[tuple, tuple[int, int]] = {}   # (scratch rows in front, row dim) per signature
@@ -121,27 +127,38 @@ class ContextCache:
         return blocks[block]
 
     def _assemble(self, signature: tuple, block: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """ComfyUI batched the conds differently than at the rhythmic point: gather each cond's rows."""
-        if self._prefetch is not None:
-            self._prefetch.wait_host()   # host buffers are read directly below
-        parts, scratch = [], None
+        """ComfyUI batched the conds differently than at the rhythmic point, or (MultiGPU CFG split) sent a
+        cond to another device than the one that recorded it: gather each cond's rows into new buffers."""
+        parts, scratch, dim = [], 0, 1
         for uuid in signature:
-            for recorded, blocks in self.entries.items():
-                if uuid in recorded and block < len(blocks):
-                    k, (scratch, dim) = recorded.index(uuid), self.scratch[recorded]
-                    parts.append(tuple(t.chunk(len(recorded), dim=0)[k] for t in blocks[block]))
-                    break
-            else:
+            found = self._find(uuid, block)
+            if found is None:
                 raise RuntimeError(
                     f"RhymeFlow: no context cache for conditioning {uuid} at block {block}; an active pass ran "
                     "without a rhythmic point recording it. Please report this with your workflow.")
+            rows, scratch, dim = found
+            parts.append(rows)
         gathered = tuple(torch.cat(ts, dim=0).to(device) for ts in zip(*parts, strict=True))
-        if self._prefetch is None:
-            return gathered
         out = tuple(t.new_empty(_with_rows(t.shape, dim, scratch + t.shape[dim])) for t in gathered)
         for o, t in zip(out, gathered, strict=True):
             o.narrow(dim, scratch, t.shape[dim]).copy_(t)
         return out
+
+    def _find(self, uuid, block: int):
+        """(the recorded non-keyframe rows of `uuid` at `block`, scratch rows, row dim): from this cache, else
+        from the run's cache on another device. None if no recording holds it."""
+        for cache in [self, *(c for c in (self.peers.all() if self.peers else ()) if c is not self)]:
+            for recorded, blocks in list(cache.entries.items()):
+                if uuid in recorded and block < len(blocks):
+                    if cache._prefetch is not None:
+                        cache._prefetch.wait_host()   # host buffers are read directly
+                    scratch, dim = cache.scratch[recorded]
+                    lead = 0 if cache._prefetch is not None else scratch   # host buffers hold only the kept rows
+                    k = recorded.index(uuid)
+                    rows = tuple(t.chunk(len(recorded), dim=0)[k].narrow(dim, lead, t.shape[dim] - lead)
+                                 for t in blocks[block])
+                    return rows, scratch, dim
+        return None
 
     def nbytes(self) -> int:
         return self._bytes
@@ -152,6 +169,51 @@ class ContextCache:
         self.entries.clear()
         self.scratch.clear()
         self._bytes = 0
+
+
+class DeviceCaches:
+    """The context caches of one run, one per compute device, each placed by its own device's memory.
+
+    Without a multi-GPU split only `first` is used. With ComfyUI's MultiGPU CFG split (v0.33+,
+    comfy/samplers.py `_calc_cond_batch_multigpu`) one thread per device runs its model clone with the
+    same run, so each device gets its own cache: no buffer is written by two threads, and no
+    recording made on one GPU is indexed from another. Keys are the host's thread device
+    (`compat.call_device`); the first key to ask gets `first`.
+    """
+
+    def __init__(self, placement: str = "auto"):
+        self.placement = placement
+        self.first = ContextCache(placement, peers=self)
+        self._by_key: dict = {}
+        self._lock = threading.Lock()   # device threads ask at the same time
+
+    def get(self, key) -> ContextCache:
+        with self._lock:
+            cache = self._by_key.get(key)
+            if cache is None:
+                cache = self.first if not self._by_key else ContextCache(self.placement, peers=self)
+                self._by_key[key] = cache
+            return cache
+
+    def all(self) -> list[ContextCache]:
+        with self._lock:
+            return list(dict.fromkeys([self.first, *self._by_key.values()]))
+
+    def keys(self) -> list:
+        with self._lock:
+            return list(self._by_key)
+
+    def devices(self) -> str | None:
+        """Where the caches live, e.g. "cuda:0, cuda:1" (each device once); None when nothing was cached."""
+        placed = dict.fromkeys(str(c.device) for c in self.all() if c.device is not None)
+        return ", ".join(placed) or None
+
+    def peak_bytes(self) -> int:
+        return sum(c.peak_bytes for c in self.all())
+
+    def clear(self) -> None:
+        for cache in self.all():
+            cache.clear()
 
 
 def _with_rows(shape, dim: int, rows: int) -> tuple:

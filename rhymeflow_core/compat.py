@@ -134,3 +134,19 @@ def fix_empty_latent(model, latent: dict):
     if any(k in latent for k in ratios):
         return comfy.sample.fix_empty_latent_channels(model, latent["samples"], *(latent.get(k) for k in ratios))
     return comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+
+
+def call_device(transformer_options: dict, device):
+    """The device a model call computes on, as the host names it.
+
+    v0.33+ MultiGPU CFG split (comfy/samplers.py `_calc_cond_batch_multigpu`) runs each device's
+    model clone in its own thread and sets `multigpu_thread_device`; without it (0.3.75, or no split)
+    the call's input tensor's device. Keys the per-device context caches (cache.DeviceCaches).
+    """
+    return transformer_options.get("multigpu_thread_device", device)
+
+
+def has_multigpu() -> bool:
+    """Whether the host has core MultiGPU (`comfy.multigpu`, v0.33+; not in 0.3.75)."""
+    import importlib.util
+    return importlib.util.find_spec("comfy.multigpu") is not None

@@ -18,6 +18,8 @@ from typing import Any
 
 from .compat import log
 
+_calls_lock = threading.Lock()   # what model calls add to a report (RunReport.count_call, .warn)
+
 
 @dataclass
 class RunReport:
@@ -49,15 +51,18 @@ class RunReport:
     keyframe_spec: Any = field(default=None, repr=False)  # the KeyframeSpec asked for
 
     def count_call(self, kind: str, rows: int = 0) -> None:
-        self.model_calls[kind] = self.model_calls.get(kind, 0) + 1
-        if rows:
-            self.rows[kind] = self.rows.get(kind, 0) + rows
+        with _calls_lock:   # device threads of a MultiGPU CFG split count at once (docs/multi_gpu.md)
+            self.model_calls[kind] = self.model_calls.get(kind, 0) + 1
+            if rows:
+                self.rows[kind] = self.rows.get(kind, 0) + rows
 
     def warn(self, topic: str, message: str) -> None:
         """Say `message` once per run (the first time `topic` comes up): in the log and in this report."""
-        if topic not in self.warnings:
+        with _calls_lock:
+            if topic in self.warnings:
+                return
             self.warnings[topic] = message
-            log.warning("RhymeFlow: %s", message)
+        log.warning("RhymeFlow: %s", message)
 
     def time_steps(self, seconds: list[float], full_step: list[bool]) -> None:
         """Per-step times, and the dense estimate: every step at the median full step of this very run."""

@@ -3,15 +3,22 @@
 `ProjectionConfig` is immutable and lives in the MODEL's transformer_options. The OUTER_SAMPLE
 wrapper swaps in a fresh `RhymeFlowRun` for each sampling run (the core EasyCache pattern),
 so nothing survives a run and clones of the MODEL never share state.
+
+A run may be used by several threads at once: ComfyUI's MultiGPU CFG split calls the model
+clones of each device from their own threads, all with this run (docs/multi_gpu.md). The plan is
+written by the sampling loop between steps only; the caches are per device, and what the model
+calls add to (memo, report) is guarded by locks.
 """
 from __future__ import annotations
 
 import enum
+import threading
 from dataclasses import dataclass
 
 import torch
 
-from .cache import CACHE_DEVICES, ContextCache
+from . import compat
+from .cache import CACHE_DEVICES, ContextCache, DeviceCaches
 from .errors import RhymeFlowInputError
 from .report import RunReport
 
@@ -62,8 +69,9 @@ class RhymeFlowRun:
         self.config = config
         self.adapter = adapter
         self.plan: PassPlan | None = None
-        self.cache = ContextCache(config.cache_device)
+        self.caches = DeviceCaches(config.cache_device)   # one per compute device (MultiGPU CFG split)
         self.memo: dict = {}                   # index tensors / RoPE rows reused across calls
+        self._memo_lock = threading.Lock()
         self.report = RunReport()
         # Frames the model's own inputs condition (e.g. Wan I2V's concat mask), seen on the first call.
         self.conditioned_frames: set[int] = set()
@@ -72,18 +80,30 @@ class RhymeFlowRun:
     def set_plan(self, kind: str, keyframes=()) -> None:
         self.plan = PassPlan(kind, tuple(keyframes))
 
+    @property
+    def cache(self) -> ContextCache:
+        """The cache of the first device that asked: the only one unless a MultiGPU split runs."""
+        return self.caches.first
+
+    def cache_for(self, to: dict, device: torch.device) -> ContextCache:
+        """The cache of the device this call computes on (`to`: its transformer_options; `device`: its input's)."""
+        return self.caches.get(compat.call_device(to, device))
+
     def row_index(self, name, build, device: torch.device):
         key = (name, device)
-        if key not in self.memo:
-            self.memo[key] = build()
-        return self.memo[key]
+        with self._memo_lock:
+            if key in self.memo:
+                return self.memo[key]
+        value = build()   # outside the lock: two devices build their own rows at once
+        with self._memo_lock:
+            return self.memo.setdefault(key, value)
 
     def close(self) -> RunReport:
-        """Free the cache and everything memoised; the report gets the cache's placement and size."""
+        """Free the caches and everything memoised; the report gets the caches' placement and total size."""
         report = self.report
-        report.cache_peak_bytes = self.cache.peak_bytes
-        report.cache_device = None if self.cache.device is None else str(self.cache.device)
-        self.cache.clear()
+        report.cache_peak_bytes = self.caches.peak_bytes()
+        report.cache_device = self.caches.devices()
+        self.caches.clear()
         self.memo.clear()
         self.plan = None
         return report

@@ -70,15 +70,15 @@ class PassContext:
         """Place the cache before the first block is stored: `blocks` blocks of the size of `like` (all rows), twice for K and V."""
         if self.recording and self.cached:
             per_block = (2 if self.mode == ContextMode.KV_CACHE else 1) * like.numel() * like.element_size()
-            self.run.cache.choose_device(like.device, per_block * blocks)
+            self.run.cache_for(self.to, like.device).choose_device(like.device, per_block * blocks)
 
     def store(self, block: int, *tensors: torch.Tensor, dim: int = 1) -> None:
         """Record the non-keyframe rows (along `dim`) of each tensor for `block`."""
-        self.run.cache.store(self.signature, block, tensors, self.nk_rows, scratch=self.scratch, dim=dim)
+        self.run.cache_for(self.to, tensors[0].device).store(self.signature, block, tensors, self.nk_rows, scratch=self.scratch, dim=dim)
 
     def load(self, block: int, device) -> tuple[torch.Tensor, ...]:
         """The recorded buffers of `block`; their first `scratch` rows are free for the fresh keyframe rows."""
-        return self.run.cache.load(self.signature, block, device)
+        return self.run.cache_for(self.to, device).load(self.signature, block, device)
 
     def with_cached(self, block: int, *fresh: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, ...]:
         """Fresh keyframe rows written into the scratch rows of `block`'s buffers: [keyframes, cached non-keyframes]."""
