@@ -199,9 +199,10 @@ class DeviceCaches:
         with self._lock:
             return list(dict.fromkeys([self.first, *self._by_key.values()]))
 
-    def keys(self) -> list:
+    def by_key(self) -> dict:
+        """{device key: its cache}, for tests and tools that look at one device's cache."""
         with self._lock:
-            return list(self._by_key)
+            return dict(self._by_key)
 
     def devices(self) -> str | None:
         """Where the caches live, e.g. "cuda:0, cuda:1" (each device once); None when nothing was cached."""
