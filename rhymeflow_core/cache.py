@@ -7,7 +7,7 @@ batched or one by one). Rows are token rows along one dimension of the cached te
 `A + S` rows whose first `A` rows (the keyframe rows) are scratch, so an active pass writes its
 fresh keyframe rows in place instead of concatenating a full-size copy per block.
 
-Placement (decided once per run, at the first recording, and logged):
+Placement (decided once per run and device, at its first recording, and logged):
   resident  cache on the compute device: the stored buffers themselves are returned;
   host      cache in CPU memory while computing on CUDA: pinned [B, S, D] buffers, copied to
             two GPU staging slots on a side stream, one block ahead of the compute (`_Prefetcher`).
