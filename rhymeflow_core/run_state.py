@@ -13,6 +13,7 @@ import torch
 
 from .cache import CACHE_DEVICES, ContextCache
 from .errors import RhymeFlowInputError
+from .pass_outputs import PassOutputs
 from .report import RunReport
 
 KEY = "rhymeflow"
@@ -68,6 +69,9 @@ class RhymeFlowRun:
         # Frames the model's own inputs condition (e.g. Wan I2V's concat mask), seen on the first call.
         self.conditioned_frames: set[int] = set()
         self.inputs_seen = False
+        self.in_warmup = True                  # step caches act only in the warm-up (step_caches.py)
+        self.step_caches = None                # the MODEL's step caches, found when the run starts (step_caches.py)
+        self.outputs = PassOutputs()           # this step's and the rhythmic point's outputs (pass_outputs.py)
 
     def set_plan(self, kind: str, keyframes=()) -> None:
         self.plan = PassPlan(kind, tuple(keyframes))
@@ -85,5 +89,6 @@ class RhymeFlowRun:
         report.cache_device = None if self.cache.device is None else str(self.cache.device)
         self.cache.clear()
         self.memo.clear()
+        self.outputs.clear()
         self.plan = None
         return report
