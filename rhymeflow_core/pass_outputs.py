@@ -3,12 +3,11 @@
 * **Whole-latent guidance statistics.** An active pass computes only the keyframe rows. Guidance
   functions that take statistics over the whole latent (CFGZeroStar's alpha, APG's norms and
   momentum, CFGNorm, skip-layer guidance's rescaling) would see zeros in the other rows. So the
-  non-keyframe rows of an active pass's output are filled with the rhythmic point's output for the
-  same cond. For a flow model that is exact bookkeeping, not a guess: the model output is a
-  velocity v, the non-keyframe input is the projected z_i + (sigma - sigma_i) v_i, so the clean
-  prediction z - sigma v of these rows is the rhythmic point's x0_i, the very placeholder the
-  sampling loop uses for them (docs/algorithm.md §1). Plain CFG is unchanged: it is element-wise,
-  and the loop never reads these rows.
+  non-keyframe rows of an active pass's output are filled so that each branch's clean prediction
+  there is the rhythmic point's clean prediction of that branch, the values the sampler holds for
+  these frames (docs/algorithm.md §1): every supported family is a flow model (ComfyUI's CONST
+  model sampling: input = x, clean prediction = x - sigma * output), so the output is
+  (x - x0_i) / sigma. Plain CFG is unchanged: it is element-wise, and the loop never reads these rows.
 * **Repeated calls.** Skip-layer guidance runs one more cond pass per step with
   `patches_replace["dit"]`, which recording and active passes do not honour (docs/host.md §3): it
   would compute this step's cond output again (and re-record the cache). A call with the same cond,
@@ -31,7 +30,7 @@ class PassOutputs:
     def __init__(self):
         self._plan = None
         self._step: dict = {}       # uuid -> (input, honoured options, output) of this step's passes
-        self._rhythmic: dict = {}   # uuid -> output of the last recording pass
+        self._rhythmic: dict = {}   # uuid -> clean prediction of the last recording pass
 
     def repeat_of(self, run, x: torch.Tensor, to: dict) -> torch.Tensor | None:
         """The output of an earlier call of this step with the same conds, input and honoured options."""
@@ -55,12 +54,13 @@ class PassOutputs:
             return out
         recording = run.plan.kind == "record"
         nonkey = None if recording else _nonkey(out.shape[2], run.plan.keyframes)
-        outs = _slices(out, uuids)
-        for u, x_u, out_u in zip(uuids, _slices(x, uuids), outs, strict=True):
+        sigma = to["sigmas"].flatten()[0].to(out)   # the sampler's one sigma for this step
+        for u, x_u, out_u in zip(uuids, _slices(x, uuids), _slices(out, uuids), strict=True):
+            z = x_u[:, :out_u.shape[1]].to(out_u)   # image-to-video inputs carry extra channels after the latent's
             if recording:
-                self._rhythmic[u] = out_u.clone()
+                self._rhythmic[u] = z - sigma * out_u
             elif nonkey and u in self._rhythmic and self._rhythmic[u].shape == out_u.shape:
-                out_u[:, :, nonkey] = self._rhythmic[u][:, :, nonkey]
+                out_u[:, :, nonkey] = (z[:, :, nonkey] - self._rhythmic[u][:, :, nonkey]) / sigma
             self._step[u] = (x_u, _honoured(to), out_u)
         return out
 
