@@ -4,7 +4,9 @@ OUTER_SAMPLE     creates the per-run state (fresh for every sampling run, freed 
                  refuses bad input before the model is loaded when our sampler is used, and
                  delivers the run report when the run ends (report.py);
 DIFFUSION_MODEL  counts the call and runs the pass the sampler planned: the stock forward, or
-                 the adapter's recording / active forward.
+                 the adapter's recording / active forward (a repeated call of the same step is
+                 answered from the first: pass_outputs.py).
+Step caches on the same MODEL (EasyCache, LazyCache, TeaCache, MagCache) act in the warm-up only: step_caches.py.
 With any other sampler the patched MODEL samples exactly like the original.
 """
 from __future__ import annotations
@@ -13,15 +15,12 @@ from dataclasses import replace
 
 import comfy.model_patcher
 
-from . import compat, report
+from . import compat, report, step_caches
 from .adapters import adapter_for
 from .run_state import ACTIVE, FULL, KEY, ProjectionConfig, RhymeFlowRun
 from .sampler_object import early_check
 
-WRAPPER_KEY = "rhymeflow"
-# Core wrappers that may return a cached output instead of calling the model. Wrapped outside ours
-# they could skip a recording pass (stale or missing context cache), so ours goes outside them.
-STEP_CACHES = ("easycache", "lazycache")
+WRAPPER_KEY = step_caches.WRAPPER_KEY
 
 
 def apply_trajectory_projection(model, context: str = "kv_cache", cache_device: str = "auto"):
@@ -44,32 +43,16 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     early_check(args, kwargs)
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
-    _wrap_outside_step_caches(guider.model_options, guider.model_patcher)
     run = RhymeFlowRun(config, adapter_for(guider.model_patcher))
+    step_caches.install(run, guider.model_options, guider.model_patcher)  # EasyCache, LazyCache, ...: warm-up only
     guider.model_options["transformer_options"][KEY] = run
     try:
         return executor(*args, **kwargs)
     finally:
         guider.model_options = original_options
+        if run.step_caches is not None and run.report.steps:
+            run.step_caches.summarise(run.report)
         report.deliver(run.close())
-
-
-def _wrap_outside_step_caches(model_options: dict, model_patcher) -> None:
-    """Put our DIFFUSION_MODEL wrapper outside EasyCache / LazyCache, in this run's options only.
-
-    Wrappers run in the order they were added, the first outermost. If EasyCache was applied before
-    RhymeFlow Trajectory Projection it would sit outside and see (and maybe skip) our recording
-    passes. ComfyUI merges the patcher's wrappers into these options when sampling starts, after
-    keys already present, so listing our key first here makes ours the outer one; EasyCache then
-    sees the full passes only, exactly as when it is applied after the projection.
-    """
-    keys = list(getattr(model_patcher, "wrappers", {}).get(compat.WrappersMP.DIFFUSION_MODEL, {}))
-    if WRAPPER_KEY not in keys or not any(key in STEP_CACHES for key in keys[: keys.index(WRAPPER_KEY)]):
-        return
-    wrappers = model_options["transformer_options"].setdefault("wrappers", {})
-    present = wrappers.get(compat.WrappersMP.DIFFUSION_MODEL, {})
-    wrappers[compat.WrappersMP.DIFFUSION_MODEL] = {WRAPPER_KEY: present.get(WRAPPER_KEY, []),
-                                                   **{k: v for k, v in present.items() if k != WRAPPER_KEY}}
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):
@@ -85,10 +68,24 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     # Every call is counted here, whatever it computes: rows are the video-token queries it sends through the blocks.
     frames, per_frame = run.adapter.token_grid(diffusion_model, args, kwargs)
     batch = (args[0] if args else kwargs["x"]).shape[0]
-    run.report.count_call(kind, (len(run.plan.keyframes) if kind == ACTIVE else frames) * per_frame * batch)
     if kind == FULL:
+        run.report.count_call(kind, frames * per_frame * batch)
+        if run.step_caches is not None:  # step caches act in the warm-up only (step_caches.py)
+            return run.step_caches.full_pass(run, executor, to, args, kwargs)
         return executor(*args, **kwargs)
-    return run.adapter.forward(diffusion_model, run, to, args, kwargs)
+    return _adapter_pass(run, diffusion_model, to, args, kwargs, (len(run.plan.keyframes) if kind == ACTIVE else frames) * per_frame * batch)
+
+
+def _adapter_pass(run: RhymeFlowRun, diffusion_model, to: dict, args, kwargs, rows: int):
+    """A recording or active pass, unless this step already answered the same call (pass_outputs.py)."""
+    x = args[0] if args else kwargs["x"]
+    repeat = run.outputs.repeat_of(run, x, to)
+    if repeat is not None:  # e.g. skip-layer guidance's extra cond pass, whose block patches these passes cannot honour
+        run.report.warn("repeated_pass", "a second pass with the same cond and input in one step (skip-layer guidance "
+                                         "after the warm-up) was answered from the first, without running the model.")
+        return repeat
+    run.report.count_call(run.plan.kind, rows)
+    return run.outputs.keep(run, x, to, run.adapter.forward(diffusion_model, run, to, args, kwargs))
 
 
 def pass_kind(transformer_options: dict) -> str | None:

@@ -20,6 +20,7 @@ import torch
 from . import compat
 from .cache import CACHE_DEVICES, ContextCache, DeviceCaches
 from .errors import RhymeFlowInputError
+from .pass_outputs import PassOutputs
 from .report import RunReport
 
 KEY = "rhymeflow"
@@ -76,6 +77,9 @@ class RhymeFlowRun:
         # Frames the model's own inputs condition (e.g. Wan I2V's concat mask), seen on the first call.
         self.conditioned_frames: set[int] = set()
         self.inputs_seen = False
+        self.in_warmup = True                  # step caches act only in the warm-up (step_caches.py)
+        self.step_caches = None                # the MODEL's step caches, found when the run starts (step_caches.py)
+        self.outputs = PassOutputs()           # this step's and the rhythmic point's outputs (pass_outputs.py)
 
     def set_plan(self, kind: str, keyframes=()) -> None:
         self.plan = PassPlan(kind, tuple(keyframes))
@@ -105,5 +109,6 @@ class RhymeFlowRun:
         report.cache_device = self.caches.devices()
         self.caches.clear()
         self.memo.clear()
+        self.outputs.clear()
         self.plan = None
         return report

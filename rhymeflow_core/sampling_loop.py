@@ -20,7 +20,7 @@ from . import compat
 from .errors import RhymeFlowInputError
 from .keyframes import KeyframeSpec, conditioned_frames, select_keyframes
 from .run_state import ACTIVE, FULL, KEY, RECORD, RhymeFlowRun
-from .schedule import RHYTHMIC, WARMUP, ScheduleSettings, build_schedule
+from .schedule import RHYTHMIC, WARMUP, ScheduleSettings, build_schedule, few_steps_warnings
 from .solvers import SOLVERS, make_solver
 
 
@@ -100,6 +100,8 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     report.steps, report.frames, report.solver = steps, frames, settings.solver
     report.full_passes, report.active_passes, report.warmup_steps = schedule.full_passes, schedule.active_passes, schedule.warmup
     report.schedule, report.keyframe_spec = settings.schedule, settings.keyframes
+    for topic, message in few_steps_warnings(schedule).items():
+        report.warn(topic, message)
     report.keyframes = list(range(frames))
     s_in = x.new_ones([x.shape[0]])
     started = time.perf_counter()
@@ -111,6 +113,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     for i in trange(steps, disable=disable):
         compat.throw_if_interrupted()
         sigma, role = sigmas[i], schedule.role(i)
+        run.in_warmup = role == WARMUP   # step caches act only here (step_caches.py)
         if role == WARMUP:
             run.set_plan(FULL)
             x_in = x

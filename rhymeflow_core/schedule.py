@@ -113,3 +113,25 @@ def build_schedule(steps: int, settings: ScheduleSettings = ScheduleSettings()) 
         i = end
     first = max(warmup, 1)
     return Schedule(steps=steps, warmup=first, detect_step=first - 1, groups=tuple(groups))
+
+
+def few_steps_warnings(schedule: Schedule) -> dict[str, str]:
+    """What a short schedule cannot do well, by topic (said once per run: RunReport.warn).
+
+    At 4-8 steps (distill LoRAs) a preset's warm-up rounds to one step: the keyframes are chosen
+    from the first, very noisy prediction, and the trajectories RhymeFlow extrapolates between
+    rhythmic points are far from straight (docs/algorithm.md §5). With no group longer than one step
+    nothing is ever skipped.
+    """
+    warnings = {}
+    if schedule.warmup < 2:
+        warnings["short_warmup"] = (
+            f"the warm-up is {schedule.warmup} step of {schedule.steps}: keyframes come from the first, very noisy "
+            "prediction and the non-keyframes extrapolate from early, curved trajectories. Use at least 2 warm-up steps "
+            "(warmup_steps, or more steps for a preset); for distilled few-step models sample without RhymeFlow.")
+    if not any(g.span > 1 for g in schedule.groups):
+        warnings["no_active_pass"] = (
+            f"no group of this schedule ({schedule.steps} steps, warm-up {schedule.warmup}) has room for an active "
+            "pass, so every step is a full pass and RhymeFlow saves nothing. Lower warmup_steps, raise the strides, "
+            "or use more steps.")
+    return warnings
