@@ -134,3 +134,43 @@ def fix_empty_latent(model, latent: dict):
     if any(k in latent for k in ratios):
         return comfy.sample.fix_empty_latent_channels(model, latent["samples"], *(latent.get(k) for k in ratios))
     return comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+
+
+# ---- core context windows (comfy/context_windows.py; docs/algorithm.md §9) ------------------------
+
+def context_window_of(transformer_options: dict):
+    """The `IndexListContextWindow` this model call runs on, or None: `IndexListContextHandler.evaluate_context_windows`
+    puts it into `transformer_options["context_window"]` before each window's `calc_cond_batch`."""
+    return transformer_options.get("context_window")
+
+
+def window_frames(window) -> tuple[list[int], list[int]]:
+    """(the full latent's frame of each frame the model call sees, the frames whose outputs the host keeps).
+
+    0.3.75: the window's `index_list`. v0.33+: `causal_window_fix` prepends the frame before the window
+    (`causal_anchor_index`, output stripped), and LTXV guide frames stripped from the latent are appended
+    (`guide_frames_indices`, into the guides that follow the window's `total_frames` video frames; output stripped).
+    """
+    kept = [int(f) for f in window.index_list]
+    anchor = getattr(window, "causal_anchor_index", None)
+    lead = [int(anchor)] if anchor is not None and anchor >= 0 else []
+    total = int(getattr(window, "total_frames", 0) or 0)
+    guides = [total + int(g) for g in getattr(window, "guide_frames_indices", None) or []]
+    return lead + kept + guides, kept
+
+
+def window_handler_settings(handler) -> dict:
+    """The `IndexListContextHandler` settings RhymeFlow checks; `latent_retain_index_list` is v0.33+."""
+    return {"dim": handler.dim, "context_length": handler.context_length, "schedule": handler.context_schedule.name,
+            "latent_retain": list(getattr(handler, "latent_retain_index_list", None) or [])}
+
+
+def context_windows_for(handler, frames: int, model_options: dict) -> list[list[int]]:
+    """The windows' frame lists for a latent of `frames` frames (the handler's schedule function, same call in all)."""
+    return [list(w) for w in handler.context_schedule.func(frames, handler, model_options)]
+
+
+def output_channels(diffusion_model) -> int:
+    """Channels of a diffusion model's output: Wan's `out_dim`, HunyuanVideo's and LTXVModel's `out_channels`."""
+    out = getattr(diffusion_model, "out_dim", None)
+    return int(out if out is not None else diffusion_model.out_channels)

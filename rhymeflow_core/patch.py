@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import comfy.model_patcher
 
-from . import compat, report
+from . import compat, context_windows, report
 from .adapters import adapter_for
 from .run_state import ACTIVE, FULL, KEY, ProjectionConfig, RhymeFlowRun
 from .sampler_object import early_check
@@ -78,14 +78,19 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if not isinstance(run, RhymeFlowRun):
         return executor(*args, **kwargs)
     diffusion_model = executor.class_obj
-    if not run.inputs_seen:
-        run.inputs_seen = True
-        run.conditioned_frames = set(run.adapter.conditioned_frames(diffusion_model, args, kwargs))
-    kind = FULL if run.plan is None else run.plan.kind
-    # Every call is counted here, whatever it computes: rows are the video-token queries it sends through the blocks.
     frames, per_frame = run.adapter.token_grid(diffusion_model, args, kwargs)
-    batch = (args[0] if args else kwargs["x"]).shape[0]
-    run.report.count_call(kind, (len(run.plan.keyframes) if kind == ACTIVE else frames) * per_frame * batch)
+    window = context_windows.view_of(to, frames) if run.plan is not None else None   # a context window of our sampler
+    if not run.inputs_seen or window:  # with context windows, every window's conditioned frames (whole-video indices)
+        run.inputs_seen = True
+        run.conditioned_frames |= context_windows.to_video(window, run.adapter.conditioned_frames(diffusion_model, args, kwargs))
+    kind = FULL if run.plan is None else run.plan.kind
+    x = args[0] if args else kwargs["x"]
+    if kind == ACTIVE and window and not window.holds_keyframe(run.plan.keyframes):  # nothing of it is read (docs/algorithm.md §9)
+        run.report.count_call(context_windows.SKIPPED)
+        return context_windows.unused_output(diffusion_model, x)
+    # Every call is counted here, whatever it computes: rows are the video-token queries it sends through the blocks.
+    queries = frames if kind != ACTIVE else len(window.local(run.plan.keyframes) if window else run.plan.keyframes)
+    run.report.count_call(kind, queries * per_frame * x.shape[0])
     if kind == FULL:
         return executor(*args, **kwargs)
     return run.adapter.forward(diffusion_model, run, to, args, kwargs)
