@@ -170,6 +170,13 @@ def context_windows_for(handler, frames: int, model_options: dict) -> list[list[
     return [list(w) for w in handler.context_schedule.func(frames, handler, model_options)]
 
 
+def windows_slice_model_conds() -> bool:
+    """v0.33+ cuts 5-D model conds (c_concat, the noise mask behind TI2V-5B's per-frame timesteps) to each window
+    (`get_resized_cond`, `slice_cond`); 0.3.75 passes them whole."""
+    import comfy.context_windows
+    return hasattr(comfy.context_windows, "slice_cond")
+
+
 def output_channels(diffusion_model) -> int:
     """Channels of a diffusion model's output: Wan's `out_dim`, HunyuanVideo's and LTXVModel's `out_channels`."""
     out = getattr(diffusion_model, "out_dim", None)

@@ -69,9 +69,9 @@ def unused_output(diffusion_model, x: torch.Tensor) -> torch.Tensor:
     return x.new_zeros((x.shape[0], compat.output_channels(diffusion_model)) + tuple(x.shape[2:]))
 
 
-def windows_for(model_options: dict, latent_shape) -> list[list[int]] | None:
+def windows_for(extra_args: dict, latent_shape) -> list[list[int]] | None:
     """The context windows (whole-video frame lists) the host will run, or None; refuses what RhymeFlow cannot follow."""
-    handler = model_options.get("context_handler")
+    handler = extra_args.get("model_options", {}).get("context_handler")
     if handler is None or not hasattr(handler, "context_schedule"):
         return None
     s = compat.window_handler_settings(handler)
@@ -88,7 +88,12 @@ def windows_for(model_options: dict, latent_shape) -> list[list[int]] | None:
         raise RhymeFlowInputError(
             "latent_retain_index_list puts other frames into some positions of every context window, which RhymeFlow's "
             "keyframe mapping cannot follow; leave latent_retain_index_list empty on the context-windows node.")
-    return compat.context_windows_for(handler, latent_shape[FRAME_DIM], model_options)
+    if extra_args.get("denoise_mask") is not None and not compat.windows_slice_model_conds():
+        raise RhymeFlowInputError(
+            "this ComfyUI (before v0.33) does not cut a latent's noise mask to each context window, so per-frame timesteps "
+            "(Wan 2.2 TI2V-5B, image-to-video latents) would not match the window's frames; update ComfyUI, or sample "
+            "this latent without context windows.")
+    return compat.context_windows_for(handler, latent_shape[FRAME_DIM], extra_args["model_options"])
 
 
 _DIM_FIX = ("context windows over dimension {dim} of the latent: RhymeFlow supports context windows over latent frames "

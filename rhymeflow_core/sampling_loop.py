@@ -93,7 +93,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     settings = settings or SamplerSettings()
     run = find_run(extra_args)
     check_inputs(settings, x.shape, sigmas)
-    context_windows.windows_for(extra_args.get("model_options", {}), x.shape)  # refuses windows RhymeFlow cannot follow
+    context_windows.windows_for(extra_args, x.shape)  # refuses windows RhymeFlow cannot follow
     steps, frames = len(sigmas) - 1, x.shape[2]
     schedule = build_schedule(steps, settings.schedule)
     solver = make_solver(settings.solver, sigmas)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import PassProbe, last_report, latent_and_noise, patched, rel_err, rhymeflow, sample, sigmas_for, tiny_model
+from rhymeflow_core import compat
 from rhymeflow_core.context_windows import SKIPPED
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.run_state import ACTIVE, FULL, RECORD
@@ -18,7 +19,7 @@ from rhymeflow_core.sampling_loop import find_run
 FRAMES, SIZE = 8, 8
 P = (SIZE // 2) ** 2   # token rows per latent frame of the tiny Wan model (patch 1x2x2)
 # Both nodes give windows of 4 latent frames overlapping by 2: [0-3], [2-5], [4-7] with standard_static.
-WAN = (host_nodes.WanContextWindowsManualNode, dict(context_length=13, context_overlap=5))
+WAN = (host_nodes.WanContextWindowsManualNode, dict(context_length=13, context_overlap=8))
 MANUAL = (host_nodes.ContextWindowsManualNode, dict(context_length=4, context_overlap=2, dim=2))
 NODES = {"wan": WAN, "manual": MANUAL}
 
@@ -158,7 +159,7 @@ def test_latent_retain_index_list_is_refused_before_sampling():
     model = tiny_model("wan")
     latent, noise = latent_and_noise(frames=FRAMES, size=SIZE)
     with pytest.raises(RhymeFlowInputError, match="latent_retain_index_list"):
-        sample(with_windows(patched(model), "wan", latent_retain_index_list="0"), rhymeflow(warmup=2),
+        sample(with_windows(patched(model), "manual", latent_retain_index_list="0"), rhymeflow(warmup=2),
                sigmas_for(model, 6), latent, noise)
 
 
@@ -169,3 +170,47 @@ def test_windows_the_host_does_not_use_are_no_concern():
     sigmas = sigmas_for(model, 6)
     out = sample(with_windows(patched(model), "wan", context_schedule="looped_uniform"), rhymeflow(warmup=2), sigmas, latent, noise)
     assert rel_err(out, sample(patched(model), rhymeflow(warmup=2), sigmas, latent, noise)) < 1e-6
+
+
+def image_inputs(variant, given, seed=1):
+    """As WanImageToVideo (c_concat: image latent and a mask, 0 = given) or Wan22ImageToVideoLatent (the image in the
+    latent, noise_mask 0 there) build them: (latent, noise, denoise mask, cond, uncond)."""
+    g = torch.Generator().manual_seed(seed)
+    channels = 48 if variant == "ti2v_5b" else 16
+    image = torch.randn(1, channels, FRAMES, SIZE, SIZE, generator=g)
+    mask = torch.ones(1, 1, FRAMES, SIZE, SIZE)
+    mask[:, :, list(given)] = 0.0
+    latent = torch.zeros(1, channels, FRAMES, SIZE, SIZE)
+    extra = {}
+    if variant == "ti2v_5b":
+        latent[:, :, list(given)] = image[:, :, list(given)]
+    else:
+        extra = {"concat_latent_image": image, "concat_mask": mask}
+    cond, uncond = ([[torch.randn(1, 8, 4096, generator=g) * 0.5, dict(extra)]] for _ in range(2))
+    return latent, torch.randn(latent.shape, generator=g), mask if variant == "ti2v_5b" else None, cond, uncond
+
+
+@pytest.mark.parametrize("variant", ["a14b_i2v", "ti2v_5b"])
+def test_image_conditioned_frames_in_windows_are_keyframes_by_whole_video_index(variant):
+    """Wan I2V (concat mask, read in every window) and TI2V-5B (per-frame timesteps, sliced per window): the frames
+    the image conditions become keyframes by their whole-video index; every frame a keyframe equals dense with windows."""
+    model = tiny_model("wan", variant)
+    given = (0, 5)
+    latent, noise, mask, cond, uncond = image_inputs(variant, given)
+    sigmas = sigmas_for(model, 8)
+
+    def run(m, sampler):
+        return sample(m, sampler, sigmas, latent, noise, cond=cond, uncond=uncond, mask=mask)
+
+    if not compat.windows_slice_model_conds():
+        if variant == "ti2v_5b":   # the host's dense sampling runs, with the whole video's timesteps on each window
+            with pytest.raises(RhymeFlowInputError, match="noise mask"):
+                run(with_windows(patched(model), "wan"), rhymeflow(warmup=2, count=2))
+            return
+        pytest.skip("this ComfyUI does not slice c_concat to context windows (0.3.75): dense sampling fails too")
+    ref = run(with_windows(model, "wan"), comfy.samplers.sampler_object("euler"))
+    assert rel_err(run(with_windows(patched(model), "wan"), rhymeflow(warmup=2, count=FRAMES)), ref) < 1e-5
+    out = run(with_windows(patched(model), "wan"), rhymeflow(warmup=2, count=2))
+    rep = last_report()
+    assert rep.conditioned_frames == list(given) and rep.keyframes == [0, 5, FRAMES - 1]
+    assert torch.isfinite(out).all() and rep.model_calls[ACTIVE] > 0
