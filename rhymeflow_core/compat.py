@@ -150,3 +150,50 @@ def has_multigpu() -> bool:
     """Whether the host has core MultiGPU (`comfy.multigpu`, v0.33+; not in 0.3.75)."""
     import importlib.util
     return importlib.util.find_spec("comfy.multigpu") is not None
+
+
+# ---- core context windows (comfy/context_windows.py; docs/algorithm.md §9) ------------------------
+
+def context_window_of(transformer_options: dict):
+    """The `IndexListContextWindow` this model call runs on, or None: `IndexListContextHandler.evaluate_context_windows`
+    puts it into `transformer_options["context_window"]` before each window's `calc_cond_batch`."""
+    return transformer_options.get("context_window")
+
+
+def window_frames(window) -> tuple[list[int], list[int]]:
+    """(the full latent's frame of each frame the model call sees, the frames whose outputs the host keeps).
+
+    0.3.75: the window's `index_list`. v0.33+: `causal_window_fix` prepends the frame before the window
+    (`causal_anchor_index`, output stripped), and LTXV guide frames stripped from the latent are appended
+    (`guide_frames_indices`, into the guides that follow the window's `total_frames` video frames; output stripped).
+    """
+    kept = [int(f) for f in window.index_list]
+    anchor = getattr(window, "causal_anchor_index", None)
+    lead = [int(anchor)] if anchor is not None and anchor >= 0 else []
+    total = int(getattr(window, "total_frames", 0) or 0)
+    guides = [total + int(g) for g in getattr(window, "guide_frames_indices", None) or []]
+    return lead + kept + guides, kept
+
+
+def window_handler_settings(handler) -> dict:
+    """The `IndexListContextHandler` settings RhymeFlow checks; `latent_retain_index_list` is v0.33+."""
+    return {"dim": handler.dim, "context_length": handler.context_length, "schedule": handler.context_schedule.name,
+            "latent_retain": list(getattr(handler, "latent_retain_index_list", None) or [])}
+
+
+def context_windows_for(handler, frames: int, model_options: dict) -> list[list[int]]:
+    """The windows' frame lists for a latent of `frames` frames (the handler's schedule function, same call in all)."""
+    return [list(w) for w in handler.context_schedule.func(frames, handler, model_options)]
+
+
+def windows_slice_model_conds() -> bool:
+    """v0.33+ cuts 5-D model conds (c_concat, the noise mask behind TI2V-5B's per-frame timesteps) to each window
+    (`get_resized_cond`, `slice_cond`); 0.3.75 passes them whole."""
+    import comfy.context_windows
+    return hasattr(comfy.context_windows, "slice_cond")
+
+
+def output_channels(diffusion_model) -> int:
+    """Channels of a diffusion model's output: Wan's `out_dim`, HunyuanVideo's and LTXVModel's `out_channels`."""
+    out = getattr(diffusion_model, "out_dim", None)
+    return int(out if out is not None else diffusion_model.out_channels)

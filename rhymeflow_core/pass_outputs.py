@@ -32,11 +32,11 @@ class PassOutputs:
         self._step: dict = {}       # uuid -> (input, honoured options, output) of this step's passes
         self._rhythmic: dict = {}   # uuid -> clean prediction of the last recording pass
 
-    def repeat_of(self, run, x: torch.Tensor, to: dict) -> torch.Tensor | None:
-        """The output of an earlier call of this step with the same conds, input and honoured options."""
+    def repeat_of(self, run, x: torch.Tensor, to: dict, window=None) -> torch.Tensor | None:
+        """The output of an earlier call of this step with the same conds, window, input and honoured options."""
         if run.plan is not self._plan:
             self._plan, self._step = run.plan, {}
-        uuids, honoured = to.get("uuids"), _honoured(to)
+        uuids, honoured = _keys(to, window), _honoured(to)
         if not uuids or any(u not in self._step for u in uuids):
             return None
         parts = []
@@ -47,13 +47,15 @@ class PassOutputs:
             parts.append(out)
         return torch.cat(parts, dim=0)
 
-    def keep(self, run, x: torch.Tensor, to: dict, out: torch.Tensor) -> torch.Tensor:
-        """Remember this pass's output per cond; fill an active pass's non-keyframe rows from the rhythmic point."""
-        uuids = to.get("uuids")
+    def keep(self, run, x: torch.Tensor, to: dict, out: torch.Tensor, window=None) -> torch.Tensor:
+        """Remember this pass's output per cond (and context window); fill an active pass's non-keyframe rows from
+        the rhythmic point. A context window's frames are its own (window.local maps the run's keyframes into it)."""
+        uuids = _keys(to, window)
         if not uuids:
             return out
         recording = run.plan.kind == "record"
-        nonkey = None if recording else _nonkey(out.shape[2], run.plan.keyframes)
+        keyframes = window.local(run.plan.keyframes) if window is not None else run.plan.keyframes
+        nonkey = None if recording else _nonkey(out.shape[2], keyframes)
         sigma = to["sigmas"].flatten()[0].to(out)   # the sampler's one sigma for this step
         for u, x_u, out_u in zip(uuids, _slices(x, uuids), _slices(out, uuids), strict=True):
             z = x_u[:, :out_u.shape[1]].to(out_u)   # image-to-video inputs carry extra channels after the latent's
@@ -66,6 +68,12 @@ class PassOutputs:
 
     def clear(self) -> None:
         self._plan, self._step, self._rhythmic = None, {}, {}
+
+
+def _keys(to: dict, window) -> tuple:
+    """One entry per cond, and per context window when the host samples in windows (docs/algorithm.md §9)."""
+    uuids = tuple(to.get("uuids") or ())
+    return uuids if window is None else window.signature(uuids)
 
 
 def _honoured(to: dict) -> tuple:

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import comfy.model_patcher
 
-from . import compat, report, step_caches
+from . import compat, context_windows, report, step_caches
 from .adapters import adapter_for
 from .run_state import ACTIVE, FULL, KEY, ProjectionConfig, RhymeFlowRun
 from .sampler_object import early_check
@@ -61,31 +61,38 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if not isinstance(run, RhymeFlowRun):
         return executor(*args, **kwargs)
     diffusion_model = executor.class_obj
-    if not run.inputs_seen:
-        run.inputs_seen = True
-        run.conditioned_frames = set(run.adapter.conditioned_frames(diffusion_model, args, kwargs))
-    kind = FULL if run.plan is None else run.plan.kind
-    # Every call is counted here, whatever it computes: rows are the video-token queries it sends through the blocks.
     frames, per_frame = run.adapter.token_grid(diffusion_model, args, kwargs)
-    batch = (args[0] if args else kwargs["x"]).shape[0]
+    window = context_windows.view_of(to, frames) if run.plan is not None else None   # a context window of our sampler
+    if not run.inputs_seen or window:  # with context windows, every window's conditioned frames (whole-video indices)
+        run.inputs_seen = True
+        run.conditioned_frames |= context_windows.to_video(window, run.adapter.conditioned_frames(diffusion_model, args, kwargs))
+    kind = FULL if run.plan is None else run.plan.kind
+    x = args[0] if args else kwargs["x"]
+    if kind == ACTIVE and window and not window.holds_keyframe(run.plan.keyframes):  # nothing of it is read (docs/algorithm.md §9)
+        run.report.count_call(context_windows.SKIPPED)
+        # Filled from the rhythmic point like other active outputs, for guidance functions' whole-latent statistics.
+        return run.outputs.keep(run, x, to, context_windows.unused_output(diffusion_model, x), window)
+    # Every call is counted here, whatever it computes: rows are the video-token queries it sends through the blocks.
+    queries = frames if kind != ACTIVE else len(window.local(run.plan.keyframes) if window else run.plan.keyframes)
+    rows = queries * per_frame * x.shape[0]
     if kind == FULL:
-        run.report.count_call(kind, frames * per_frame * batch)
+        run.report.count_call(kind, rows)
         if run.step_caches is not None:  # step caches act in the warm-up only (step_caches.py)
             return run.step_caches.full_pass(run, executor, to, args, kwargs)
         return executor(*args, **kwargs)
-    return _adapter_pass(run, diffusion_model, to, args, kwargs, (len(run.plan.keyframes) if kind == ACTIVE else frames) * per_frame * batch)
+    return _adapter_pass(run, diffusion_model, to, args, kwargs, rows, window)
 
 
-def _adapter_pass(run: RhymeFlowRun, diffusion_model, to: dict, args, kwargs, rows: int):
+def _adapter_pass(run: RhymeFlowRun, diffusion_model, to: dict, args, kwargs, rows: int, window):
     """A recording or active pass, unless this step already answered the same call (pass_outputs.py)."""
     x = args[0] if args else kwargs["x"]
-    repeat = run.outputs.repeat_of(run, x, to)
+    repeat = run.outputs.repeat_of(run, x, to, window)
     if repeat is not None:  # e.g. skip-layer guidance's extra cond pass, whose block patches these passes cannot honour
         run.report.warn("repeated_pass", "a second pass with the same cond and input in one step (skip-layer guidance "
                                          "after the warm-up) was answered from the first, without running the model.")
         return repeat
     run.report.count_call(run.plan.kind, rows)
-    return run.outputs.keep(run, x, to, run.adapter.forward(diffusion_model, run, to, args, kwargs))
+    return run.outputs.keep(run, x, to, run.adapter.forward(diffusion_model, run, to, args, kwargs), window)
 
 
 def pass_kind(transformer_options: dict) -> str | None:

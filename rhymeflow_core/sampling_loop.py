@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import trange
 
-from . import compat
+from . import compat, context_windows
 from .errors import RhymeFlowInputError
 from .keyframes import KeyframeSpec, conditioned_frames, select_keyframes
 from .run_state import ACTIVE, FULL, KEY, RECORD, RhymeFlowRun
@@ -93,6 +93,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     settings = settings or SamplerSettings()
     run = find_run(extra_args)
     check_inputs(settings, x.shape, sigmas)
+    context_windows.windows_for(extra_args, x.shape)  # refuses windows RhymeFlow cannot follow
     steps, frames = len(sigmas) - 1, x.shape[2]
     schedule = build_schedule(steps, settings.schedule)
     solver = make_solver(settings.solver, sigmas)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import context_windows
 from ..run_state import RECORD, ContextMode, RhymeFlowRun
 
 
@@ -42,11 +43,17 @@ class PassContext:
     key_rows: torch.Tensor     # token rows of the keyframes
     nk_rows: torch.Tensor      # token rows of the non-keyframes
     mode: ContextMode          # KEYFRAME_ONLY when the user asked for it or every frame is a keyframe
-    signature: tuple           # the cond uuids of this call: cond and uncond keep separate caches
+    signature: tuple           # the cond uuids of this call: cond and uncond keep separate caches (and windows, paired with each)
+    cache_share: float = 1.0   # the whole cache over this call's share of it: every context window has its own
 
     @classmethod
     def build(cls, run: RhymeFlowRun, to: dict, frames: int, per_frame: int, device) -> PassContext:
-        keyframes = run.plan.keyframes
+        keyframes, signature = run.plan.keyframes, tuple(to.get("uuids") or ("single",))
+        cache_share = 1.0
+        window = context_windows.view_of(to, frames)
+        if window is not None:  # one context window: its own keyframe positions and its own cache (docs/algorithm.md §9)
+            keyframes, signature = window.local(keyframes), window.signature(signature)
+            cache_share = max(1.0, run.report.frames / frames)
 
         def rows():
             nonkey = sorted(set(range(frames)) - set(keyframes))
@@ -56,7 +63,7 @@ class PassContext:
         key_frames, key_rows, nk_rows = run.row_index(("rows", frames, per_frame, keyframes), rows, device)
         mode = run.config.context if nk_rows.numel() else ContextMode.KEYFRAME_ONLY
         return cls(run, to, run.plan.kind == RECORD, frames, per_frame, keyframes, key_frames, key_rows, nk_rows,
-                   mode, tuple(to.get("uuids") or ("single",)))
+                   mode, signature, cache_share)
 
     @property
     def scratch(self) -> int:
@@ -67,10 +74,11 @@ class PassContext:
         return self.mode != ContextMode.KEYFRAME_ONLY
 
     def reserve(self, like: torch.Tensor, blocks: int) -> None:
-        """Place the cache before the first block is stored: `blocks` blocks of the size of `like` (all rows), twice for K and V."""
+        """Place the cache before the first block is stored: `blocks` blocks of the size of `like` (all rows), twice
+        for K and V, for every context window (frames over window frames: overlaps come on top)."""
         if self.recording and self.cached:
             per_block = (2 if self.mode == ContextMode.KV_CACHE else 1) * like.numel() * like.element_size()
-            self.run.cache_for(self.to, like.device).choose_device(like.device, per_block * blocks)
+            self.run.cache_for(self.to, like.device).choose_device(like.device, int(per_block * blocks * self.cache_share))
 
     def store(self, block: int, *tensors: torch.Tensor, dim: int = 1) -> None:
         """Record the non-keyframe rows (along `dim`) of each tensor for `block`."""
