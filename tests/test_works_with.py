@@ -214,6 +214,37 @@ def test_low_vram_partial_loading_patches_weights_on_the_fly_in_active_passes(st
     assert key_err(stock, full_stock, KEYFRAMES) <= TOL
 
 
+def force_partial_loading(monkeypatch):
+    """ComfyUI's partial loading on a CPU: every load gets the budget the host computes when nothing fits on the
+    GPU (LoadedModel.model_load's lowvram_model_memory; the host then calls ModelPatcher.partially_load)."""
+    original = comfy.model_management.LoadedModel.model_load
+    monkeypatch.setattr(comfy.model_management.LoadedModel, "model_load",
+                        lambda self, lowvram_model_memory=0, force_patch_weights=False: original(self, 1, force_patch_weights))
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_low_vram_sampling_is_exact_and_keeps_every_pass(order, files, monkeypatch):
+    model, node = base(), lora("lightx2v")
+    sigmas = sigmas_for(model, STEPS)
+    fully_loaded = dense(node(model), sigmas)
+    comfy.model_management.unload_all_models()   # a loaded model is only re-loaded partially from scratch
+    force_partial_loading(monkeypatch)
+    q = model.model.diffusion_model.blocks[0].self_attn.q      # a LoRA layer: patched per forward when offloaded
+    seen: list = []
+    handle = q.register_forward_pre_hook(lambda m, inp: seen.append((inp[0].shape[0] * inp[0].shape[1], len(m.weight_function))))
+    try:
+        reference = dense(node(model), sigmas)
+        every, _, _ = run(ORDERS[order](node, model), FRAMES, sigmas)
+        seen.clear()
+        _, _, report = run(ORDERS[order](node, model), 2, sigmas)
+    finally:
+        handle.remove()
+    assert rel_err(reference, fully_loaded) <= TOL and rel_err(every, reference) <= TOL
+    assert report.model_calls == {"full": WARMUP, "record": len(SCHEDULE.groups), "active": SCHEDULE.active_passes}
+    key_rows = 2 * len(report.keyframes) * (SIZE // 2) ** 2
+    assert [patches for rows, patches in seen if rows == key_rows] == [1] * SCHEDULE.active_passes, "LowVramPatch in active passes"
+
+
 @pytest.mark.parametrize("order", ORDERS)
 def test_attention_override_runs_in_every_pass_with_keyframe_queries(order, files):
     stand_in = SageAttentionStandIn()
