@@ -9,6 +9,7 @@ Every row is checked for three things (docs/compatibility.md §7):
 Nodes are the host's own (LoraLoaderModelOnly, UNETLoader, ModelSamplingSD3, CFGNorm, ScaleROPE) or
 stand-ins for a pack's hook (tests/standins/kjnodes_patches.py, tests/standins/gguf.py).
 Two Wan 2.2 experts: tests/test_sampler.py::test_two_expert_split_is_a_synchronisation_point.
+ComfyUI-NAG's guider does not compose (strict xfail at the end, tests/standins/comfyui_nag.py).
 """
 from __future__ import annotations
 
