@@ -41,7 +41,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     config = original_options.get("transformer_options", {}).get(KEY)
     if not isinstance(config, ProjectionConfig):  # our settings were replaced downstream: behave like the stock model
         return executor(*args, **kwargs)
-    early_check(args, kwargs)
+    early_check(args, kwargs, guider.model_patcher.model.diffusion_model)
     guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
     run = RhymeFlowRun(config, adapter_for(guider.model_patcher))
     step_caches.install(run, guider.model_options, guider.model_patcher)  # EasyCache, LazyCache, ...: warm-up only

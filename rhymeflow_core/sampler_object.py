@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import comfy.samplers
 
+from .errors import RhymeFlowInputError
 from .presets import CUSTOM, resolve_schedule
 from .sampling_loop import SamplerSettings, check_inputs, find_run, sample_rhymeflow
 
@@ -41,10 +42,18 @@ def _sample(model, x, sigmas, extra_args=None, callback=None, disable=None, sett
     return sample_rhymeflow(model, x, sigmas, extra_args, callback, disable, settings=settings)
 
 
-def early_check(args: tuple, kwargs: dict) -> None:
+def early_check(args: tuple, kwargs: dict, diffusion_model=None) -> None:
     """OUTER_SAMPLE arguments: (noise, latent_image, sampler, sigmas, ...)."""
     sampler = args[2] if len(args) > 2 else kwargs.get("sampler")
     sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
     latent = args[1] if len(args) > 1 else kwargs.get("latent_image")
-    if isinstance(sampler, RhymeFlowSamplerObject) and sigmas is not None and latent is not None:
+    if not isinstance(sampler, RhymeFlowSamplerObject):
+        return
+    if diffusion_model is not None and "forward" in vars(diffusion_model):
+        # The class's forward runs the DIFFUSION_MODEL wrappers; an instance attribute shadowing it (ComfyUI-NAG's
+        # NAGCFGGuider sets one for the run: tests/standins/comfyui_nag.py) means no recording or active pass could run.
+        raise RhymeFlowInputError(
+            f"something replaced this {type(diffusion_model).__name__}'s forward for the run (e.g. ComfyUI-NAG's NAG guider), "
+            "so RhymeFlow's passes cannot run. Use CFGGuider (for NAG on Wan: KJNodes' WanVideoNAG), or a normal sampler.")
+    if sigmas is not None and latent is not None:
         check_inputs(sampler.settings_for(len(sigmas) - 1), latent.shape, sigmas)
