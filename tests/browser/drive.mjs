@@ -157,6 +157,18 @@ try {
   const ltx = await load(page, ltxWorkflow);
   seen.ltx = await waitView(page, ltx.sampler, { state: "ready", steps: "30", frames: "13" });
 
+  // 1b. A workflow saved before the preset input existed (7 widget values) loads as custom, as it ran; a sampler
+  // node dropped on the canvas starts with the default preset, balanced.
+  const old = structuredClone(workflow);
+  const oldSampler = old.nodes.find((n) => n.type === "RhymeFlowSampler");
+  oldSampler.widgets_values = oldSampler.widgets_values.slice(0, 7);
+  const oldIds = await load(page, old);
+  seen.oldWorkflow = await waitView(page, oldIds.sampler, { state: "ready", steps: "30", frames: "13" });
+  seen.oldWorkflow.preset = await page.evaluate((id) =>
+    window.app.graph.getNodeById(id).widgets.find((w) => w.name === "preset").value, oldIds.sampler);
+  seen.newNodePreset = await page.evaluate(() =>
+    window.LiteGraph?.createNode?.("RhymeFlowSampler")?.widgets?.find((w) => w.name === "preset")?.value ?? null);
+
   // 2. The demo workflow; the schedule view renders from the server's data.
   const ids = await load(page, workflow);
   await center(page, ids.sampler);

@@ -400,8 +400,31 @@ app.registerExtension({
   },
 });
 
+// A RhymeFlowSampler saved before the preset input existed has 7 widget values and no preset: it ran its own
+// widgets, so it loads as custom whatever the preset's default is now (the default is balanced since 2026-11,
+// docs/ui.md "Defaults"). A saved preset value, custom included, is kept as saved.
+const PRESETLESS = { RhymeFlowSampler: { values: 7, preset: "custom" } };
+
+function keepOldPreset(node, info) {
+  const legacy = PRESETLESS[node.comfyClass];
+  const values = info?.widgets_values;
+  if (!legacy || !values) return;
+  const saved = Array.isArray(values) ? values.length > legacy.values : "preset" in values;
+  const widget = node.widgets?.find((w) => w.name === "preset");
+  if (!saved && widget) widget.value = legacy.preset;
+}
+
 app.registerExtension({
   name: "rhymeflow.scheduleView",
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!(nodeData?.name in PRESETLESS)) return;
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function (info) {
+      const result = onConfigure?.apply(this, arguments);
+      keepOldPreset(this, info);
+      return result;
+    };
+  },
   setup() {
     api.addEventListener("rhymeflow.report", onReport);
     api.addEventListener("rhymeflow.compare", onComparison);
