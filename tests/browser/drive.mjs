@@ -263,7 +263,9 @@ try {
     seen.afterRun = await waitView(page, ids.sampler, { keyframesSource: "chosen" });
     // RhymeFlow Compare Videos judged the RhymeFlow video: its text on the compare node, its summary on the view.
     seen.afterCompare = await waitView(page, ids.sampler, { comparison: (c) => c?.startsWith("last comparison:") });
+    await center(page, ids.compare); // the classic canvas keeps off-screen DOM widgets out of the page
     seen.compareNode = await compareText(page, ids.compare);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, "-compare.png") });
   }
   await center(page, ids.sampler);
   await page.waitForTimeout(500);
