@@ -16,6 +16,7 @@ import threading
 from ..rhymeflow_core.compat import log, v3_api
 from ..rhymeflow_core.metrics import Timing, compare_videos, format_report, side_by_side, timing_from_reports
 from ..rhymeflow_core.report import add_observer
+from .routes import send_comparison
 
 _, io = v3_api()
 RHYMEFLOW_SAMPLERS = {"RhymeFlowSampler", "RhymeFlowKSampler"}
@@ -73,17 +74,22 @@ def upstream(prompt: dict, node_id: str) -> set[str]:
     return seen
 
 
-def candidate_timing(prompt: dict | None, node_id: str | None) -> Timing | None:
-    """Timing from the RhymeFlow runs that feed the candidate input and not the reference input."""
+def candidate_samplers(prompt: dict | None, node_id: str | None) -> list[str]:
+    """The RhymeFlow sampler nodes that feed the candidate input and not the reference input."""
     if not prompt or node_id is None or str(node_id) not in prompt:
-        return None
+        return []
     inputs = prompt[str(node_id)].get("inputs", {})
     ref, cand = inputs.get("reference"), inputs.get("candidate")
     if not (isinstance(ref, list) and isinstance(cand, list)):
-        return None
+        return []
     ours = upstream(prompt, str(cand[0])) | {str(cand[0])}
     theirs = upstream(prompt, str(ref[0])) | {str(ref[0])}
-    samplers = sorted(n for n in ours - theirs if prompt.get(n, {}).get("class_type") in RHYMEFLOW_SAMPLERS)
+    return sorted(n for n in ours - theirs if prompt.get(n, {}).get("class_type") in RHYMEFLOW_SAMPLERS)
+
+
+def candidate_timing(prompt: dict | None, node_id: str | None) -> Timing | None:
+    """Timing from the RhymeFlow runs that feed the candidate input and not the reference input."""
+    samplers = candidate_samplers(prompt, node_id)
     if not samplers:
         return None
     current = _current_prompt_id()
@@ -149,8 +155,19 @@ class RhymeFlowCompare(io.ComfyNode):
                 log.warning("RhymeFlow: could not read the run reports for the comparison", exc_info=True)
         comparison = compare_videos(reference, candidate, reference_name, candidate_name, timing)
         text = format_report(comparison)
+        _tell_the_samplers(cls.hidden.prompt, cls.hidden.unique_id, comparison)
         video = side_by_side(reference, candidate, difference_gain, reference_name, candidate_name)
         return io.NodeOutput(video, text, ui=_preview_text(text))
+
+
+def _tell_the_samplers(prompt, node_id, comparison) -> None:
+    """The schedule views of the RhymeFlow samplers behind the candidate show this comparison (nodes/routes.py)."""
+    try:
+        samplers = candidate_samplers(prompt, node_id)
+        if samplers:
+            send_comparison(str(node_id), samplers, comparison)
+    except Exception:  # the view's extra line is never worth failing the comparison
+        log.warning("RhymeFlow: could not send the comparison to the schedule view", exc_info=True)
 
 
 def _preview_text(text: str):

@@ -6,12 +6,12 @@ import comfy.samplers
 from ..rhymeflow_core.all_in_one import sample_latent
 from ..rhymeflow_core.cache import CACHE_DEVICES
 from ..rhymeflow_core.compat import v3_api
+from ..rhymeflow_core.presets import DEFAULT_PRESET
 from ..rhymeflow_core.run_state import CONTEXT_MODES
 from ..rhymeflow_core.solvers import SOLVERS
 from .sampler import sampler_settings, schedule_inputs
 
 _, io = v3_api()
-DEFAULT_PRESET = "balanced"  # a new node for KSampler users: scaled to their step count, no tuning needed
 
 
 class RhymeFlowKSamplerNode(io.ComfyNode):

@@ -1,7 +1,8 @@
 """The pack's server side for the browser: the schedule route and the after-run report event.
 
 POST /rhymeflow/schedule  widget values in, `rhymeflow_core.schedule_view` out (the drawing's data);
-event "rhymeflow.report"  sent after each RhymeFlow run to the client that queued the prompt.
+event "rhymeflow.report"  sent after each RhymeFlow run to the client that queued the prompt;
+event "rhymeflow.compare" sent by RhymeFlowCompare to the same client, for the views of the samplers it judged.
 Both exist only when ComfyUI runs its server; headless runs and tests have none.
 """
 from __future__ import annotations
@@ -12,11 +13,13 @@ import math
 
 from ..rhymeflow_core import compat, report
 from ..rhymeflow_core.errors import RhymeFlowInputError
+from ..rhymeflow_core.metrics import Comparison, summary_line
 from ..rhymeflow_core.presets import CUSTOM, PRESET_NAMES, resolve_schedule
 from ..rhymeflow_core.schedule_view import run_line, schedule_view, view_from_request
 
 ROUTE = "/rhymeflow/schedule"
 EVENT = "rhymeflow.report"
+COMPARE_EVENT = "rhymeflow.compare"
 MAX_BODY = 64 * 1024  # the frontend sends well under 8 KiB; ComfyUI's own limit is the upload size (100 MB)
 
 
@@ -128,3 +131,18 @@ def send_report(run: report.RunReport) -> None:
     server = compat.prompt_server()
     if server is not None and run.source is not None and run.completed:
         server.send_sync(EVENT, report_event(run), server.client_id)
+
+
+def comparison_event(node: str, samplers: list[str], comparison: Comparison) -> dict:
+    """The event body: which compare node, the RhymeFlow samplers behind its candidate, the numbers and the
+    caption line their schedule views add (written here: the browser computes nothing)."""
+    numbers = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in comparison.to_json().items()}
+    # NaN (the temporal error of one frame) is not JSON: the browser's parser would drop the whole message.
+    return {"node": node, "samplers": samplers, "line": summary_line(comparison), "comparison": numbers}
+
+
+def send_comparison(node: str, samplers: list[str], comparison: Comparison) -> None:
+    """Send a finished comparison to the browser that queued the prompt; nothing without a server."""
+    server = compat.prompt_server()
+    if server is not None:
+        server.send_sync(COMPARE_EVENT, comparison_event(node, samplers, comparison), server.client_id)

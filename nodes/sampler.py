@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..rhymeflow_core.compat import v3_api
 from ..rhymeflow_core.keyframes import KeyframeSpec
-from ..rhymeflow_core.presets import CUSTOM, PRESET_NAMES
+from ..rhymeflow_core.presets import DEFAULT_PRESET, LEGACY_PRESET, PRESET_NAMES
 from ..rhymeflow_core.sampler_object import RhymeFlowSamplerObject
 from ..rhymeflow_core.sampling_loop import SamplerSettings
 from ..rhymeflow_core.schedule import ScheduleSettings
@@ -39,7 +39,8 @@ def schedule_inputs(preset_default: str) -> list:
         io.Combo.Input("stride_schedule", options=["progressive", "fixed"], default="progressive",
                        tooltip="progressive: strides grow min -> min+1 -> max; fixed: min_stride everywhere. Used with preset custom."),
         # Last of the widgets and optional, so workflows and API prompts made before presets existed
-        # load and run unchanged (as custom).
+        # load and run unchanged, as custom: API prompts through execute's default, saved workflows
+        # through web/js/rhymeflow.js (a node saved without a preset value loads as custom).
         io.Combo.Input("preset", options=list(PRESET_NAMES), default=preset_default, optional=True, tooltip=PRESET_TOOLTIP),
         Keyframes.Input("keyframes", optional=True,
                         tooltip="From RhymeFlowKeyframes. Default: semantic, 2 keyframes (first and last frame)."),
@@ -65,14 +66,14 @@ class RhymeFlowSampler(io.ComfyNode):
             category="sampling/rhymeflow",
             description="Faster video sampling without retraining (RhymeFlow, arXiv 2606.06309), for SamplerCustomAdvanced: "
                         "ordinary steps first (warm-up), then only the keyframes are computed every step and the other "
-                        "frames once per group: about half the model compute with the defaults (the paper's release "
-                        "setting for 50 steps). Needs the model from RhymeFlow Patch Model. Check the result against "
-                        "dense with RhymeFlow Compare Videos.",
+                        "frames once per group: about half the model compute with the default preset balanced (scaled "
+                        "to your step count; the paper's release setting at 50 steps). Needs the model from RhymeFlow "
+                        "Patch Model. Check the result against dense with RhymeFlow Compare Videos.",
             inputs=[
                 io.Combo.Input("solver", options=list(SOLVERS), default="uni_pc",
                                tooltip="Solver for keyframes (and all frames during warm-up). Identical to ComfyUI's sampler of "
                                        "the same name; non-keyframes always take one Euler jump per group."),
-                *schedule_inputs(preset_default=CUSTOM),
+                *schedule_inputs(preset_default=DEFAULT_PRESET),
             ],
             outputs=[io.Sampler.Output(tooltip="Connect to SamplerCustomAdvanced.")],
             hidden=[io.Hidden.unique_id],
@@ -80,7 +81,7 @@ class RhymeFlowSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                stride_schedule, preset=CUSTOM, keyframes=None) -> io.NodeOutput:
+                stride_schedule, preset=LEGACY_PRESET, keyframes=None) -> io.NodeOutput:
         settings = sampler_settings(solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
                                     stride_schedule, keyframes)
         return io.NodeOutput(RhymeFlowSamplerObject(settings, preset, source=cls.hidden.unique_id))

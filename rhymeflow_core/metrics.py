@@ -122,10 +122,15 @@ class Timing:
     candidate_seconds: float | None = None
     source: str = ""                  # where the numbers come from, in words
     estimated: bool = False           # the reference time is an estimate from the candidate's own run
-    steps: int | None = None          # RhymeFlow runs: steps, passes, and the dense step count of equal cost
+    steps: int | None = None          # RhymeFlow runs: steps and passes
     full_passes: int | None = None
     active_passes: int | None = None
+    # Dense steps that take the candidate's measured time (at this run's median full step), and the dense
+    # steps of equal model cost as the schedule view estimates it (an active pass at `assumed_active_cost`).
+    equal_time_steps: float | None = None
     equal_cost_steps: float | None = None
+    measured_active_cost: float | None = None  # this run's active step time / its median full step
+    assumed_active_cost: float | None = None
 
 
 @dataclass
@@ -168,16 +173,27 @@ def compare_videos(reference: torch.Tensor, candidate: torch.Tensor, reference_n
 def timing_from_reports(reports: list, label: str) -> Timing | None:
     """The candidate's sampling time from its RhymeFlow run reports (rhymeflow_core/report.py): the sum of
     its step times, against the dense time each run estimates from its own full steps (steps x the median
-    full step; both exclude previews). Two experts (two runs) add up. None when no completed run has step times."""
+    full step; both exclude previews). Two experts (two runs) add up. None when no completed run has step times.
+
+    Equal time: a dense step takes about one full step of the run, so dense at spent / median_full steps takes
+    what the run took. Equal cost: full + active x r with the schedule view's r (a table measured on Wan 2.1
+    1.3B); the two differ where this model's active pass costs another fraction of a full one."""
+    from .schedule_view import active_cost
+
     runs = [r for r in reports if r.completed and r.step_seconds and r.estimated_dense_seconds > 0]
     if not runs:
         return None
     spent = sum(sum(r.step_seconds) for r in runs)
     dense = sum(r.estimated_dense_seconds for r in runs)
     steps = sum(r.steps for r in runs)
-    return Timing(reference_seconds=dense, candidate_seconds=spent, source=label,
-                  estimated=True, steps=steps, full_passes=sum(r.full_passes for r in runs),
-                  active_passes=sum(r.active_passes for r in runs), equal_cost_steps=steps * spent / dense)
+    full, active = sum(r.full_passes for r in runs), sum(r.active_passes for r in runs)
+    equal_time = sum(sum(r.step_seconds) * r.steps / r.estimated_dense_seconds for r in runs)
+    costs = [active_cost(len(r.keyframes) or 2, max(r.frames, 1)) for r in runs]
+    equal_cost = sum(r.full_passes + r.active_passes * c for r, c in zip(runs, costs, strict=True))
+    return Timing(reference_seconds=dense, candidate_seconds=spent, source=label, estimated=True, steps=steps,
+                  full_passes=full, active_passes=active, equal_time_steps=equal_time, equal_cost_steps=equal_cost,
+                  measured_active_cost=(equal_time - full) / active if active else None,
+                  assumed_active_cost=sum(costs) / len(costs))
 
 
 def format_report(c: Comparison) -> str:
@@ -215,10 +231,39 @@ def _timing_line(c: Comparison) -> str:
     lines = [f"time: {c.candidate_name} sampled {t.steps} steps ({t.full_passes} full + {t.active_passes} active passes) "
              f"in {t.candidate_seconds:.2f} s; dense would take about {t.reference_seconds:.2f} s (estimated from this "
              f"run's full steps): {verb} about {abs(saved):.2f} s, {ratio:.2f}x"]
-    if t.equal_cost_steps is not None:
-        lines.append(f"equal cost: dense at about {t.equal_cost_steps:.0f} steps")
+    lines += _equal_steps_lines(t)
     lines.append(f"(from the {t.source})")
     return "\n".join(lines)
+
+
+def _equal_steps_lines(t: Timing) -> list[str]:
+    """Which dense step count matches the candidate: by measured time, and by estimated cost when they disagree."""
+    if t.equal_time_steps is None:
+        return []
+    n = max(1, round(t.equal_time_steps))
+    lines = [f"equal time: dense at {n} steps takes about as long as this run (measured: a dense step ~ one full "
+             f"step of this run)"]
+    if t.equal_cost_steps is not None and max(1, round(t.equal_cost_steps)) != n:
+        measured = "" if t.measured_active_cost is None else f", here an active step took {t.measured_active_cost:.2f} of a full one"
+        lines.append(f"equal model cost (the schedule view's estimate, an active pass = {t.assumed_active_cost:.3f} of a full "
+                     f"one, measured on Wan 2.1 1.3B 480p): dense at {max(1, round(t.equal_cost_steps))} steps; time and "
+                     f"cost disagree on this model and machine{measured}. Match by time to compare what you wait for.")
+    return lines
+
+
+def summary_line(c: Comparison) -> str:
+    """One line for the schedule view of the sampler that made the candidate: the last comparison."""
+    quality = (f"identical to {c.reference_name}" if c.identical else
+               f"PSNR {c.psnr:.2f} dB, SSIM {c.ssim:.4f} vs {c.reference_name}")
+    t = c.timing
+    if t is None or t.candidate_seconds is None or t.reference_seconds is None:
+        time_part = "time not measured"
+    else:
+        saved = t.reference_seconds - t.candidate_seconds
+        time_part = f"{'saved' if saved >= 0 else 'lost'} {'about ' if t.estimated else ''}{abs(saved):.2f} s"
+        if t.equal_time_steps is not None:
+            time_part += f"; dense at {max(1, round(t.equal_time_steps))} steps takes the same time"
+    return f"last comparison: {quality}, {time_part}"
 
 
 # ---- the side-by-side video -------------------------------------------------------------------

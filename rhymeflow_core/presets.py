@@ -21,6 +21,11 @@ from .errors import RhymeFlowInputError
 from .schedule import ScheduleSettings
 
 CUSTOM = "custom"
+# What a new RhymeFlowSampler / RhymeFlowKSampler starts with: scaled to the step count, so it is never
+# refused at few steps and equals the release setting at 50 (docs/ui.md "Defaults"). A node saved before
+# the preset input existed has no preset value and ran its widgets: it loads and runs as LEGACY_PRESET.
+DEFAULT_PRESET = "balanced"
+LEGACY_PRESET = CUSTOM
 
 
 @dataclass(frozen=True)

@@ -129,18 +129,44 @@ def report(steps=10, full=5, step_seconds=None, source="15"):
     return r
 
 
-def test_timing_from_reports_estimates_dense_and_the_equal_cost_steps():
+def test_timing_from_reports_estimates_dense_and_the_equal_time_steps():
     t = metrics.timing_from_reports([report()], "run report of RhymeFlow node 15")
     assert t.candidate_seconds == pytest.approx(6.25) and t.reference_seconds == pytest.approx(10.0)
-    assert t.equal_cost_steps == pytest.approx(6.25) and (t.full_passes, t.active_passes, t.steps) == (5, 5, 10)
+    # 6.25 s at 1 s per full (dense) step: dense at 6.25 steps takes the same time; the view's cost model agrees.
+    assert t.equal_time_steps == pytest.approx(6.25) and t.measured_active_cost == pytest.approx(0.25)
+    assert t.assumed_active_cost == pytest.approx(0.109) and t.equal_cost_steps == pytest.approx(5 + 5 * 0.109)
+    assert (t.full_passes, t.active_passes, t.steps) == (5, 5, 10)
     two = metrics.timing_from_reports([report(), report(source="16")], "x")  # two experts add up
-    assert two.reference_seconds == pytest.approx(20.0) and two.steps == 20
+    assert two.reference_seconds == pytest.approx(20.0) and two.steps == 20 and two.equal_time_steps == pytest.approx(12.5)
     assert metrics.timing_from_reports([RunReport(completed=False)], "x") is None
     c = metrics.compare_videos(video(), video(seed=5), "dense", "RhymeFlow", t)
     text = metrics.format_report(c)
     assert "RhymeFlow sampled 10 steps (5 full + 5 active passes) in 6.25 s" in text
     assert "dense would take about 10.00 s" in text and "saved about 3.75 s, 1.60x" in text
-    assert "equal cost: dense at about 6 steps" in text and "run report of RhymeFlow node 15" in text
+    assert "equal time: dense at 6 steps takes about as long as this run" in text and "run report of RhymeFlow node 15" in text
+    assert "equal model cost" not in text  # time and cost agree (6 steps both): one line
+    line = metrics.summary_line(c)
+    assert line == (f"last comparison: PSNR {c.psnr:.2f} dB, SSIM {c.ssim:.4f} vs dense, saved about 3.75 s; "
+                    "dense at 6 steps takes the same time")
+
+
+def test_when_time_and_cost_disagree_the_report_shows_both():
+    # Active steps at 0.6 of a full step (a small model on a CPU), where the view's table assumes 0.109.
+    slow = report(step_seconds=[1.0] * 5 + [0.6] * 5)
+    t = metrics.timing_from_reports([slow], "x")
+    assert t.equal_time_steps == pytest.approx(8.0) and round(t.equal_cost_steps) == 6
+    text = metrics.format_report(metrics.compare_videos(video(), video(seed=5), "dense", "RhymeFlow", t))
+    assert "equal time: dense at 8 steps" in text
+    assert "equal model cost (the schedule view's estimate, an active pass = 0.109 of a full one" in text
+    assert "dense at 6 steps; time and cost disagree" in text and "an active step took 0.60 of a full one" in text
+
+
+def test_summary_line_without_timing_and_for_identical_videos():
+    a = video()
+    assert metrics.summary_line(metrics.compare_videos(a, a.clone(), "dense", "x")) == \
+        "last comparison: identical to dense, time not measured"
+    typed = metrics.Timing(10.0, 12.5, "typed in")
+    assert metrics.summary_line(metrics.compare_videos(a, video(seed=4), "dense", "x", typed)).endswith(", lost 2.50 s")
 
 
 def compare_module():
@@ -165,6 +191,29 @@ def test_candidate_timing_uses_only_runs_that_feed_the_candidate():
     assert t is not None and t.steps == 10 and "node 15" in t.source
     assert "cached result" in t.source  # outside an execution the run cannot be shown to be this prompt's
     assert mod.candidate_timing(prompt, "31") is None  # the RhymeFlow run feeds the reference, not the candidate
+    assert mod.candidate_samplers(prompt, "30") == ["15"] and mod.candidate_samplers(prompt, "31") == []
+
+
+def test_the_comparison_goes_to_the_views_of_the_samplers_it_judged(monkeypatch):
+    from helpers import install_fake_server
+    server = install_fake_server(monkeypatch)
+    mod = compare_module()
+    prompt = {"15": {"class_type": "RhymeFlowSampler", "inputs": {}},
+              "16": {"class_type": "SamplerCustomAdvanced", "inputs": {"sampler": ["15", 0]}},
+              "10": {"class_type": "SamplerCustomAdvanced", "inputs": {}},
+              "30": {"class_type": "RhymeFlowCompare", "inputs": {"reference": ["10", 0], "candidate": ["16", 0]}},
+              "31": {"class_type": "RhymeFlowCompare", "inputs": {"reference": ["16", 0], "candidate": ["10", 0]}}}
+    c = metrics.compare_videos(video(), video(seed=5), "dense", "RhymeFlow")
+    mod._tell_the_samplers(prompt, "30", c)
+    mod._tell_the_samplers(prompt, "31", c)  # no RhymeFlow sampler behind this candidate: no view to tell
+    ((event, data, sid),) = server.sent
+    assert (event, sid, data["node"], data["samplers"]) == ("rhymeflow.compare", "client-1", "30", ["15"])
+    assert data["line"] == metrics.summary_line(c) and data["comparison"]["psnr"] == c.psnr
+    import json
+    json.dumps(data, allow_nan=False)  # the websocket sends JSON
+    mod._tell_the_samplers(prompt, "30", metrics.compare_videos(video()[:1], video(seed=5)[:1]))
+    assert server.sent[-1][1]["comparison"]["temporal_error"] is None  # one frame: n/a, and still valid JSON
+    json.dumps(server.sent[-1][1], allow_nan=False)
     assert mod.candidate_timing(None, "30") is None and mod.candidate_timing(prompt, "99") is None
 
 

@@ -193,3 +193,23 @@ def test_report_event_reaches_the_client_that_queued(fake_server, tiny_model):
     assert (view["full_passes"], view["active_passes"]) == (9, 11) and view["preset"] == "balanced"
     import json
     json.dumps(data)  # the websocket sends JSON
+
+
+# ---- defaults: a new node scales with the step count; a node saved before presets runs as it did ----------
+def test_new_sampler_nodes_default_to_balanced_and_old_prompts_run_as_custom(tmp_path):
+    import nodes as comfy_nodes
+
+    from tools import headless
+    from tools.workflows import demo_prompt
+    headless.load_nodes()
+    for node_id in ("RhymeFlowSampler", "RhymeFlowKSampler"):
+        preset = comfy_nodes.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["optional"]["preset"]
+        assert preset[1]["default"] == "balanced", node_id  # what a node dropped on the canvas starts with
+    # An API prompt from before the preset input (no "preset"): its widgets, as it always ran, through the executor.
+    old = demo_prompt(steps=10, frames=9, width=64, height=64, warmup=7, dense=False, compare=False, save_latents=False)
+    del old["15"]["inputs"]["preset"]
+    with headless.observe_reports() as reports:
+        result = headless.run_prompt(old, tmp_path)
+    assert result.success, result.error
+    (report,) = [r for r in reports if r.completed]
+    assert (report.preset, report.warmup_steps, report.full_passes) == ("custom", 7, 8)

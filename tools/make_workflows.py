@@ -42,15 +42,20 @@ Three videos from the same model, prompt, seed and noise:
 * **Dense** (green): 20 ordinary steps, the reference.
 * **RhymeFlow** (blue): the same 20 steps with preset balanced (warm-up 4, strides 3-5): 9 full passes and 11
   passes that compute only the keyframes.
-* **Fewer steps** (amber): ordinary sampling with 12 steps, about the same model cost as RhymeFlow here
-  (an active pass costs about 0.23 of a full one for the demo model on a CPU, so 9 + 11 x 0.23 = 11.5).
+* **Fewer steps** (amber): ordinary sampling with 11 steps, which take as long as the RhymeFlow run for the demo
+  model (measured on a 2-core CPU: RhymeFlow's compare node said `equal time: dense at 11 steps`, and 10 in a
+  second, less loaded run).
 
 The purple group scores both against dense. Each **RhymeFlow Compare Videos** node shows PSNR (dB), SSIM and
 temporal error on the node; higher PSNR / SSIM and lower temporal error = closer to dense. The RhymeFlow one
-also shows the time RhymeFlow saved and the **equal-cost** dense step count, measured in this very run:
-set the fewer-steps scheduler to that number and queue again for a fair match. Whichever of the two
-scores higher at equal cost is the better way to save time on this model, prompt and step count.
-On the demo model, fewer dense steps currently score higher at equal cost (docs/fidelity.md): see for yourself.
+also shows the time RhymeFlow saved and `equal time: dense at N steps`, measured in this very run on your
+machine: if N is not 11, set the fewer-steps scheduler to N and queue again for a fair match (and where the
+schedule view's cost estimate gives another N, it shows that too). The RhymeFlow Sampler's drawing then shows
+the last comparison under its schedule.
+
+**Honest result on the demo model:** fewer dense steps win at equal time. In one run here (2026-11-30),
+against dense at 20 steps: RhymeFlow 20.56 dB, dense at 11 steps 23.30 dB (docs/fidelity.md has the
+full table). That is a fidelity question for the method on this small model; check your own model.
 
 **On your own model**: keep this layout and swap the demo model, prompts and decode for your loader,
 text encoder and VAE Decode (decode all three the same way). Keep the seed, video size and length shared;

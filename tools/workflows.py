@@ -84,10 +84,11 @@ def _compare_nodes(first: str, reference: str, candidate: str, reference_name: s
     }
 
 
-def compare_prompt(prompt: str = DEMO_PROMPT, seed: int = 42, steps: int = 20, fewer_steps: int = 12, frames: int = 49,
+def compare_prompt(prompt: str = DEMO_PROMPT, seed: int = 42, steps: int = 20, fewer_steps: int = 11, frames: int = 49,
                    size: int = 128, preset: str = "balanced") -> dict:
     """Does RhymeFlow beat simply lowering the steps? Dense (`steps`), RhymeFlow (`steps`, `preset`) and dense with
-    `fewer_steps` (about RhymeFlow's model cost) on the demo model, same prompt, seed and noise; two RhymeFlowCompare
+    `fewer_steps` (the dense steps that take RhymeFlow's time: 11 for the demo model, measured on a 2-core CPU,
+    docs/ui.md) on the demo model, same prompt, seed and noise; two RhymeFlowCompare
     nodes score RhymeFlow and fewer steps against dense.
 
     Node ids: the demo's (dense 8-10 and 18-19, RhymeFlow 12-16 and 22-23, compare 30-31) without latents saved,

@@ -97,7 +97,8 @@ async function load(page, wf) {
   return page.evaluate(() => {
     const nodes = window.app.graph.nodes ?? window.app.graph._nodes;
     const idOf = (type) => nodes.find((n) => n.comfyClass === type)?.id;
-    return { sampler: idOf("RhymeFlowSampler"), scheduler: idOf("BasicScheduler"), keyframes: idOf("RhymeFlowKeyframes") };
+    return { sampler: idOf("RhymeFlowSampler"), scheduler: idOf("BasicScheduler"), keyframes: idOf("RhymeFlowKeyframes"),
+      compare: idOf("RhymeFlowCompare") };
   });
 }
 
@@ -114,6 +115,25 @@ async function presetWidgets(page, id) {
     const saved = window.app.graph.serialize().nodes.find((n) => String(n.id) === String(id));
     return { widgets: out, widgetsValues: JSON.stringify(saved.widgets_values), savedKeys: Object.keys(saved).sort().join(",") };
   }, [id, mode === "vue"]);
+}
+
+// The compare node's report as the user sees it (the widget's value, and the text box on the page), once it came.
+async function compareText(page, id, timeout = 30_000) {
+  const deadline = Date.now() + timeout;
+  let data = null;
+  while (Date.now() < deadline) {
+    data = await page.evaluate((id) => {
+      const node = window.app.graph.getNodeById(id);
+      const widget = node?.widgets?.find((w) => w.name === "rhymeflow_report");
+      const box = document.querySelector(`[data-node-id="${id}"] textarea`) ?? widget?.element;
+      const saved = window.app.graph.serialize().nodes.find((n) => String(n.id) === String(id));
+      return { value: widget?.value ?? null, shown: box?.value ?? null, inDocument: Boolean(box?.isConnected),
+        savedValues: JSON.stringify(saved?.widgets_values) };
+    }, id);
+    if (data.value?.includes("PSNR") && data.shown?.includes("PSNR")) return data;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return data; // the test says what is missing
 }
 
 const browser = await chromium.launch({
@@ -136,6 +156,18 @@ try {
   // 1. The LTX-Video workflow: 97 pixel frames are 13 latent frames (8x in time), as the host makes them.
   const ltx = await load(page, ltxWorkflow);
   seen.ltx = await waitView(page, ltx.sampler, { state: "ready", steps: "30", frames: "13" });
+
+  // 1b. A workflow saved before the preset input existed (7 widget values) loads as custom, as it ran; a sampler
+  // node dropped on the canvas starts with the default preset, balanced.
+  const old = structuredClone(workflow);
+  const oldSampler = old.nodes.find((n) => n.type === "RhymeFlowSampler");
+  oldSampler.widgets_values = oldSampler.widgets_values.slice(0, 7);
+  const oldIds = await load(page, old);
+  seen.oldWorkflow = await waitView(page, oldIds.sampler, { state: "ready", steps: "30", frames: "13" });
+  seen.oldWorkflow.preset = await page.evaluate((id) =>
+    window.app.graph.getNodeById(id).widgets.find((w) => w.name === "preset").value, oldIds.sampler);
+  seen.newNodePreset = await page.evaluate(() =>
+    window.LiteGraph?.createNode?.("RhymeFlowSampler")?.widgets?.find((w) => w.name === "preset")?.value ?? null);
 
   // 2. The demo workflow; the schedule view renders from the server's data.
   const ids = await load(page, workflow);
@@ -161,9 +193,12 @@ try {
   seen.queueDuringEdits = (await api("/api/queue")).queue_running.length;
 
   // 4. Errors replace the drawing: a bad manual keyframe list, then an empty one, then fixed again.
+  // Changes on the keyframes node are polled: a poll between two edits shows the first one's error (strategy
+  // manual with the empty list), so wait for the error of the value typed, not just for an error.
   await setWidget(page, ids.keyframes, "strategy", "manual");
   await setWidget(page, ids.keyframes, "manual_frames", "0,,x");
-  seen.badManual = await waitView(page, ids.sampler, { state: "error", roles: undefined }, 10_000);
+  seen.badManual = await waitView(page, ids.sampler,
+    { state: "error", roles: undefined, error: (e) => e?.includes("is not a frame number") }, 10_000);
   await setWidget(page, ids.keyframes, "manual_frames", "");
   seen.emptyManual = await waitView(page, ids.sampler, { state: "error", error: (e) => e?.includes("needs a frame list") }, 10_000);
   await center(page, ids.sampler);
@@ -226,6 +261,11 @@ try {
     mark("prompt_finished");
     // The run's report arrives on the node: the keyframes actually chosen replace the planned ones.
     seen.afterRun = await waitView(page, ids.sampler, { keyframesSource: "chosen" });
+    // RhymeFlow Compare Videos judged the RhymeFlow video: its text on the compare node, its summary on the view.
+    seen.afterCompare = await waitView(page, ids.sampler, { comparison: (c) => c?.startsWith("last comparison:") });
+    await center(page, ids.compare); // the classic canvas keeps off-screen DOM widgets out of the page
+    seen.compareNode = await compareText(page, ids.compare);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, "-compare.png") });
   }
   await center(page, ids.sampler);
   await page.waitForTimeout(500);

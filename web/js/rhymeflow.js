@@ -1,8 +1,8 @@
 // RhymeFlow frontend extension.
 //  * colours the pack's nodes so a RhymeFlow chain is easy to spot;
 //  * draws the schedule (latent frames x steps) on RhymeFlowSampler / RhymeFlowKSampler.
-// Everything the view shows comes from Python (POST /rhymeflow/schedule, and the "rhymeflow.report"
-// event after a run): the step and latent frame counts, the roles, keyframes, caption, legend, colours
+// Everything the view shows comes from Python (POST /rhymeflow/schedule, the "rhymeflow.report" event
+// after a run, and the "rhymeflow.compare" event when RhymeFlow Compare Videos judged this sampler's video): the step and latent frame counts, the roles, keyframes, caption, legend, colours
 // and which widgets a preset overrides. This file only reads widget values off the graph (the sampler's,
 // and those of the nodes upstream of it, as they are), draws the answer, and shows the server's error
 // in place of the drawing when there is one.
@@ -19,7 +19,7 @@ const KEYFRAME_WIDGETS = ["strategy", "count", "similarity_threshold", "min_gap"
 const POLL_MS = 400; // catches changes on other nodes (steps, video length, keyframes) and graph loads
 const MAX_CHAIN = 12; // nodes followed upstream; the server refuses longer chains
 const MAX_TEXT = 200; // longer text widgets (prompts) say nothing about steps or frames: not sent
-const UI = { text: "#dde6ec", dim: "#9fb0bb", error: "#ff8a80", grid: "#0e1418" }; // text only; the drawing's colours come from Python
+const UI = { text: "#dde6ec", dim: "#9fb0bb", error: "#ff8a80", grid: "#0e1418", comparison: "#e1b5f0" }; // text only; the drawing's colours come from Python
 
 // ---- reading the graph (values only: what they mean is decided in Python) ----------------------
 function graphOf(node) {
@@ -214,6 +214,13 @@ function draw(state) {
   drawSchedule(ctx, view, width, height);
   info.replaceChildren();
   for (const line of view.lines) info.append(document.createTextNode(`${line}\n`));
+  if (state.comparison) {
+    const comparison = document.createElement("span");
+    comparison.className = "rhymeflow-comparison";
+    comparison.style.color = UI.comparison;
+    comparison.textContent = `${state.comparison}\n`;
+    info.append(comparison);
+  }
   for (const w of view.warnings) {
     const warning = document.createElement("span");
     warning.style.color = UI.error;
@@ -247,7 +254,7 @@ function publish(state) {
   d.rhymeflowNode = String(state.node.id);
   d.state = state.error ? "error" : v ? "ready" : "loading";
   const fields = ["steps", "frames", "roles", "warmup", "full", "active", "keyframes", "keyframesSource", "speedup", "lines",
-    "presetControlled", "report"];
+    "presetControlled", "report", "comparison"];
   for (const f of fields) delete d[f];
   if (state.error) {
     d.error = state.error;
@@ -258,10 +265,12 @@ function publish(state) {
   Object.assign(d, {
     steps: v.steps, frames: v.frames, roles: v.roles.join(","), warmup: v.warmup_passes, full: v.full_passes,
     active: v.active_passes, keyframes: v.keyframes.join(","), keyframesSource: v.keyframes_source,
-    speedup: v.ideal_speedup.toFixed(3), lines: JSON.stringify([...v.lines, ...v.warnings.map((w) => `! ${w}`)]),
+    speedup: v.ideal_speedup.toFixed(3),
+    lines: JSON.stringify([...v.lines, ...(state.comparison ? [state.comparison] : []), ...v.warnings.map((w) => `! ${w}`)]),
     presetControlled: Object.keys(v.preset_values ?? {}).join(","),
   });
   if (state.report) d.report = JSON.stringify(state.report);
+  if (state.comparison) d.comparison = state.comparison;
 }
 
 function render(state) {
@@ -284,6 +293,7 @@ async function refresh(node, force = false) {
   if (!force && key === state.key) return;
   state.key = key;
   if (state.reportKey !== key) state.report = null; // the settings changed since that run
+  if (state.comparisonKey !== key) state.comparison = null; // ... or since that comparison
   let view = null;
   let error = null;
   try {
@@ -322,7 +332,8 @@ function addScheduleView(node) {
     getMinHeight: () => 290,
   });
   widget.serialize = false;
-  node.rhymeflowView = { node, element, canvas, legend, info, view: null, report: null, error: null, key: null, reportKey: null };
+  node.rhymeflowView = { node, element, canvas, legend, info, view: null, report: null, error: null, key: null, reportKey: null,
+    comparison: null, comparisonKey: null };
   render(node.rhymeflowView);
 
   // Immediate redraw when one of this node's widgets changes; changes elsewhere are polled.
@@ -341,21 +352,42 @@ function addScheduleView(node) {
   setTimeout(() => refresh(node, true), 0);
 }
 
+// The server sends node ids as strings; the graph may key nodes by number.
+function nodeById(id) {
+  return app.graph?.getNodeById?.(id) ?? app.graph?.getNodeById?.(Number(id));
+}
+
+// The settings a run or a comparison belongs to: it is shown until they change.
+function settingsKey(node) {
+  try {
+    return JSON.stringify(requestBody(node));
+  } catch (e) {
+    return null;
+  }
+}
+
 function onReport({ detail }) {
-  // The server sends the id as a string; the graph may key nodes by number.
-  const node = app.graph?.getNodeById?.(detail.node) ?? app.graph?.getNodeById?.(Number(detail.node));
+  const node = nodeById(detail.node);
   const state = node?.rhymeflowView;
   if (!state) return;
   state.report = detail.report;
   state.view = detail.view; // drawn by Python with the keyframes the run chose, and the run's own line
   state.error = null;
-  try {
-    state.reportKey = JSON.stringify(requestBody(node)); // shown until the settings change
-  } catch (e) {
-    state.reportKey = null;
-  }
+  state.comparison = null; // of an earlier run; this run's comes with its own event, if a compare node judges it
+  state.reportKey = settingsKey(node);
   state.key = state.reportKey;
   render(state);
+}
+
+// RhymeFlow Compare Videos judged a video these samplers made: their views add the server's one-line summary.
+function onComparison({ detail }) {
+  for (const id of detail.samplers ?? []) {
+    const state = nodeById(id)?.rhymeflowView;
+    if (!state) continue;
+    state.comparison = detail.line;
+    state.comparisonKey = settingsKey(state.node);
+    render(state);
+  }
 }
 
 app.registerExtension({
@@ -368,10 +400,34 @@ app.registerExtension({
   },
 });
 
+// A RhymeFlowSampler saved before the preset input existed has 7 widget values and no preset: it ran its own
+// widgets, so it loads as custom whatever the preset's default is now (the default is balanced since 2026-11,
+// docs/ui.md "Defaults"). A saved preset value, custom included, is kept as saved.
+const PRESETLESS = { RhymeFlowSampler: { values: 7, preset: "custom" } };
+
+function keepOldPreset(node, info) {
+  const legacy = PRESETLESS[node.comfyClass];
+  const values = info?.widgets_values;
+  if (!legacy || !values) return;
+  const saved = Array.isArray(values) ? values.length > legacy.values : "preset" in values;
+  const widget = node.widgets?.find((w) => w.name === "preset");
+  if (!saved && widget) widget.value = legacy.preset;
+}
+
 app.registerExtension({
   name: "rhymeflow.scheduleView",
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!(nodeData?.name in PRESETLESS)) return;
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function (info) {
+      const result = onConfigure?.apply(this, arguments);
+      keepOldPreset(this, info);
+      return result;
+    };
+  },
   setup() {
     api.addEventListener("rhymeflow.report", onReport);
+    api.addEventListener("rhymeflow.compare", onComparison);
     setInterval(() => {
       for (const node of app.graph?.nodes ?? app.graph?._nodes ?? []) {
         if (node.rhymeflowView) refresh(node);
