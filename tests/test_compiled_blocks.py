@@ -16,6 +16,7 @@ import comfy.samplers
 import pytest
 import torch
 import torch._dynamo
+from comfy_api.torch_helpers import set_torch_compile_wrapper
 from standins.kjnodes_compile import compile_wan
 from torch._dynamo.utils import counters
 
@@ -123,3 +124,18 @@ def test_every_frame_a_keyframe_equals_dense_with_the_same_inductor_compile(orde
     assert rel_err(ours, dense) <= 1e-5
     assert last_report().model_calls["active"] > 0
     assert counters["stats"]["unique_graphs"] > 0, "dynamo compiled graphs for inductor"
+
+
+@pytest.mark.slow
+def test_whole_model_compile_still_works():
+    """Core TorchCompileModel's route (set_torch_compile_wrapper with the default key, `diffusion_model`):
+    our wrapper runs inside the compiled forward; the result equals eager RhymeFlow."""
+    eager = run(patched(tiny_model("wan")), steps=6)
+    backend = CountingBackend()
+    model = patched(backend.tagged(tiny_model("wan")))
+    set_torch_compile_wrapper(model, backend=backend)
+    compiled = run(model, steps=6)
+    assert rel_err(compiled, eager) <= 1e-5
+    report = last_report()
+    assert report.model_calls["record"] > 0 and report.model_calls["active"] > 0
+    assert backend.calls["full"] and backend.calls["record"] and backend.calls["active"], dict(backend.calls)

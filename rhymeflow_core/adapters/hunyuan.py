@@ -163,6 +163,10 @@ class _Stream:
 
     def run_blocks(self, hv, img, txt, pe_img, pe_txt):
         to = self.to
+        if any(compat.compiled_module(b)[1] is not None for b in (*hv.double_blocks, *hv.single_blocks)):
+            # Not yet written as pass functions (compiled_blocks.py), as Wan's and LTX-Video's blocks are.
+            self.ctx.run.report.warn("compiled_blocks", "compiled HunyuanVideo blocks run uncompiled in rhythmic and "
+                                                        "active passes (compiled in warm-up passes).")
         to["total_blocks"], to["block_type"] = len(hv.double_blocks), "double"
         for i, block in enumerate(hv.double_blocks):
             to["block_index"] = i
