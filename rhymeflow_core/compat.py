@@ -10,6 +10,7 @@ import logging
 
 import comfy.model_management as model_management
 import comfy.patcher_extension as patcher_extension
+import torch
 from comfy.ldm.flux.math import apply_rope1 as _apply_rope1
 from comfy.ldm.modules.attention import optimized_attention
 
@@ -197,3 +198,19 @@ def output_channels(diffusion_model) -> int:
     """Channels of a diffusion model's output: Wan's `out_dim`, HunyuanVideo's and LTXVModel's `out_channels`."""
     out = getattr(diffusion_model, "out_dim", None)
     return int(out if out is not None else diffusion_model.out_channels)
+
+
+def compiled_module(module):
+    """(the module's own nn.Module, its torch.compile context) for a module the user compiled, else (module, None).
+
+    `torch.compile(module)` returns an `OptimizedModule` holding the module as `_orig_mod` and the
+    compile settings (backend, mode, options, dynamic, fullgraph) as `dynamo_ctx`, which wraps any
+    function with those settings, as it wraps the module's own `__call__` (torch/_dynamo/eval_frame.py,
+    `OptimizedModule._initialize`). The host's `set_torch_compile_wrapper` (comfy_api/torch_helpers/
+    torch_compile.py), used by core TorchCompileModel and KJNodes' compile nodes, puts these in place of
+    the chosen modules while the model runs. Duck-typed, so torch._dynamo is never imported here.
+    """
+    original, settings = getattr(module, "_orig_mod", None), getattr(module, "dynamo_ctx", None)
+    if isinstance(original, torch.nn.Module) and callable(settings):
+        return original, settings
+    return module, None

@@ -11,11 +11,12 @@ Adding a family: docs/architecture.md, "Adding a model family".
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from .. import context_windows
+from .. import compat, compiled_blocks, context_windows
 from ..run_state import RECORD, ContextMode, RhymeFlowRun
 
 
@@ -133,10 +134,15 @@ class ActivePassAdapter:
     def run_pass(self, diffusion_model, ctx: PassContext, args: tuple, kwargs: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def bypassed_modules(self, diffusion_model) -> Iterator[tuple[str, torch.nn.Module]]:
+        """(name, module) of the block modules whose own `forward` `run_pass` never calls (it calls their parts)."""
+        return iter(())
+
     # ---- the template ------------------------------------------------------------------------
     def forward(self, diffusion_model, run: RhymeFlowRun, to: dict, args: tuple, kwargs: dict) -> torch.Tensor:
         self.check_call(diffusion_model, to, args, kwargs)
         _warn_block_patches(run, to)
+        _warn_forward_patches(run, self.bypassed_modules(diffusion_model))
         frames, per_frame = self.token_grid(diffusion_model, args, kwargs)
         x = args[0] if args else kwargs["x"]
         ctx = PassContext.build(run, to, frames, per_frame, x.device)
@@ -179,48 +185,98 @@ class SingleStreamBlocks:
         raise NotImplementedError
 
     # ---- the passes --------------------------------------------------------------------------
+    # Each block runs as plain pass functions (below) of this object, the block and tensors, compiled
+    # like the block when the user compiled the blocks (compiled_blocks.py); the cache's store and load
+    # happen between them, eager.
+    def _call(self, fn, block, *args):
+        module, fn = compiled_blocks.pass_function(block, fn)
+        return fn(self, module, *args)
+
     def record(self, blocks, x: torch.Tensor) -> torch.Tensor:
         """A full pass that also records what the next active passes need of the non-keyframes."""
         ctx = self.ctx
         ctx.reserve(x, len(blocks))
         for i, block in enumerate(blocks):
             ctx.to["block_index"] = i
-            mod = self.modulation(block, ALL, x)
             if ctx.mode == ContextMode.HIDDEN_CACHE:
                 ctx.store(i, x)
-            x = x.contiguous()
-            y = self.modulate(block, x, mod)
-            q, (k, v) = self.q(block, y, ALL), self.kv(block, y, ALL)
+            x, k, v = self._call(_full_block, block, x)
             if ctx.mode == ContextMode.KV_CACHE:
                 ctx.store(i, k, v)
-            x = self.finish(block, x, q, k, v, mod)
         return x
 
     def active(self, blocks, x: torch.Tensor) -> torch.Tensor:
         """Keyframe rows through every block; the non-keyframes' context from the cache."""
         ctx = self.ctx
+        hidden = ctx.mode == ContextMode.HIDDEN_CACHE
         for i, block in enumerate(blocks):
             ctx.to["block_index"] = i
-            mod = self.modulation(block, KEY, x)
-            x = x.contiguous()
-            y = self.modulate(block, x, mod)
-            q = self.q(block, y, KEY)
-            if ctx.mode == ContextMode.HIDDEN_CACHE:
+            x, mod, q, *kv = self._call(_keyframe_attention_inputs, block, x, not hidden)
+            if hidden:
                 # Stale non-keyframe block inputs, re-modulated with the current timestep(s) and projected again.
-                (hidden,) = ctx.with_cached(i, x)
-                k, v = self.kv(block, self.modulate(block, hidden, self.modulation(block, BUF, x)), BUF)
-            else:
-                k, v = self.kv(block, y, KEY)
-                if ctx.cached:  # kv_cache: fresh keyframe K/V into the scratch rows of the cached buffers
-                    k, v = ctx.with_cached(i, k, v)
-            x = self.finish(block, x, q, k, v, mod)
+                (buffer,) = ctx.with_cached(i, x)
+                x = self._call(_finish_from_hidden, block, x, mod, q, buffer)
+                continue
+            if ctx.cached:  # kv_cache: fresh keyframe K/V into the scratch rows of the cached buffers
+                kv = ctx.with_cached(i, *kv)
+            x = self._call(_finish, block, x, mod, q, *kv)
         return x
+
+
+# ---- pass functions: plain functions of (blocks, block, tensors), so they can run compiled ----------------
+def _full_block(blocks: SingleStreamBlocks, block, x):
+    """The block over every row; also returns its roped K and V (a rhythmic point records them)."""
+    mod = blocks.modulation(block, ALL, x)
+    x = x.contiguous()
+    y = blocks.modulate(block, x, mod)
+    q, (k, v) = blocks.q(block, y, ALL), blocks.kv(block, y, ALL)
+    return blocks.finish(block, x, q, k, v, mod), k, v
+
+
+def _keyframe_attention_inputs(blocks: SingleStreamBlocks, block, x, with_kv: bool):
+    """(x, modulation, keyframe queries[, keyframe K, V]) of an active pass, before the cache is read."""
+    mod = blocks.modulation(block, KEY, x)
+    x = x.contiguous()
+    y = blocks.modulate(block, x, mod)
+    q = blocks.q(block, y, KEY)
+    return (x, mod, q) + (blocks.kv(block, y, KEY) if with_kv else ())
+
+
+def _finish(blocks: SingleStreamBlocks, block, x, mod, q, k, v):
+    return blocks.finish(block, x, q, k, v, mod)
+
+
+def _finish_from_hidden(blocks: SingleStreamBlocks, block, x, mod, q, hidden):
+    """hidden_cache: K/V of [keyframe rows, cached non-keyframe block inputs] re-modulated now, then the block's rest."""
+    k, v = blocks.kv(block, blocks.modulate(block, hidden, blocks.modulation(block, BUF, x)), BUF)
+    return blocks.finish(block, x, q, k, v, mod)
 
 
 def scatter_keyframes(out: torch.Tensor, ctx: PassContext) -> torch.Tensor:
     """[B, C, M, H, W] keyframe outputs -> [B, C, F, H, W] with zeros at non-keyframes (never used)."""
     full = out.new_zeros((out.shape[0], out.shape[1], ctx.frames) + tuple(out.shape[3:]))
     return full.index_copy_(2, ctx.key_frames, out)
+
+
+def _warn_forward_patches(run: RhymeFlowRun, modules: Iterator[tuple[str, torch.nn.Module]]) -> None:
+    """A patch that replaces a block module's `forward` (ModelPatcher.add_object_patch, e.g. KJNodes'
+    Enhance-A-Video on `blocks.N.self_attn.forward`) cannot apply where the passes compute that module's
+    parts themselves; it needs every row, which an active pass does not have. Said once per run."""
+    if "forward_patches" in run.report.warnings:
+        return
+    patched = [name for name, module in modules if _forward_replaced(compat.compiled_module(module)[0])]
+    if patched:
+        more = f" and {len(patched) - 1} more" if len(patched) > 1 else ""
+        run.report.warn("forward_patches", f"{patched[0]}.forward{more} replaced by a patch (e.g. Enhance-A-Video): "
+                                           "the patch applies in warm-up passes only, not in rhythmic or active passes.")
+
+
+def _forward_replaced(module: torch.nn.Module) -> bool:
+    """Whether an instance attribute replaces the class's `forward`. Undoing an object patch
+    (ModelPatcher.unpatch_model, comfy/model_patcher.py) sets the attribute back to the class's own
+    bound method, which is not a patch."""
+    forward = vars(module).get("forward")
+    return forward is not None and getattr(forward, "__func__", None) is not type(module).forward
 
 
 def _warn_block_patches(run: RhymeFlowRun, to: dict) -> None:

@@ -76,6 +76,12 @@ class LTXVAdapter(ActivePassAdapter):
         out = self._head(dm, out, _rows(embedded, ctx.key_rows), channels, len(ctx.keyframes), h, w)
         return scatter_keyframes(out, ctx)
 
+    def bypassed_modules(self, dm):
+        for i, block in enumerate(dm.transformer_blocks):
+            block = compat.compiled_module(block)[0]
+            yield f"transformer_blocks.{i}", block
+            yield f"transformer_blocks.{i}.attn1", block.attn1   # its to_q / to_k / to_v / to_out and norms are called
+
     @staticmethod
     def _head(dm, x, embedded, channels, frames, h, w):
         shift, scale = (dm.scale_shift_table[None, None].to(device=x.device, dtype=x.dtype) + embedded[:, :, None]).unbind(2)

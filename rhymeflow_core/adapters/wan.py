@@ -113,6 +113,12 @@ class WanAdapter(ActivePassAdapter):
         out = wan.unpatchify(wan.head(out, e_key), (len(ctx.keyframes),) + grid_hw)[:, :, :, :h, :w]
         return scatter_keyframes(out, ctx)
 
+    def bypassed_modules(self, wan):
+        for i, block in enumerate(wan.blocks):
+            block = compat.compiled_module(block)[0]
+            yield f"blocks.{i}", block
+            yield f"blocks.{i}.self_attn", block.self_attn   # its q / k / v / o and norms are called, not its forward
+
     @staticmethod
     def _rope(wan, ctx, dtype, grid_hw) -> dict:
         """RoPE rows of this run's keyframe set (all rows, keyframe rows, cached-buffer rows), built once per run and device."""
