@@ -7,13 +7,14 @@ from .demo import RhymeFlowDemoDecode, RhymeFlowDemoModel, RhymeFlowDemoPrompt
 from .keyframes import RhymeFlowKeyframes
 from .ksampler import RhymeFlowKSamplerNode
 from .projection import RhymeFlowTrajectoryProjection
+from .raylight import RhymeFlowRaylightProjection
 from .routes import register_routes
 from .sampler import RhymeFlowSampler
 
 ComfyExtension, io = v3_api()
 
 NODES = [RhymeFlowKeyframes, RhymeFlowTrajectoryProjection, RhymeFlowSampler, RhymeFlowKSamplerNode, RhymeFlowDemoModel,
-         RhymeFlowDemoPrompt, RhymeFlowDemoDecode, RhymeFlowCompare]
+         RhymeFlowDemoPrompt, RhymeFlowDemoDecode, RhymeFlowCompare, RhymeFlowRaylightProjection]
 
 # The schedule view's route, on ComfyUI's server when there is one (it reads routes added before start-up).
 register_routes()
