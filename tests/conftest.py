@@ -22,31 +22,39 @@ def _comfy_root() -> Path:
 
 
 COMFY_ROOT = _comfy_root()
-# The host first: ComfyUI's `nodes` module must win over this pack's `nodes/` folder.
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(COMFY_ROOT))
 
-import comfy.cli_args  # noqa: E402
-import utils.extra_config  # noqa: E402,F401  as main.py: before `nodes` puts comfy/ (and comfy/utils.py) first on sys.path
 
-# Before comfy.model_management is imported (docs/host.md §2); tools/gpu_check.sh sets
-# RHYMEFLOW_TEST_DEVICE=cuda to run tests/test_cuda.py on the GPU.
-comfy.cli_args.args.cpu = os.environ.get("RHYMEFLOW_TEST_DEVICE") != "cuda"
-comfy.cli_args.args.disable_smart_memory = True
+def bootstrap_host() -> None:
+    """Make the real host importable and configured, before anything imports comfy.model_management.
+    Run once here for pytest's process, and by each child process of tests/test_parallel.py (sp_worker.py)."""
+    # The host first: ComfyUI's `nodes` module must win over this pack's `nodes/` folder.
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(COMFY_ROOT))
 
-# One intra-op thread unless OMP_NUM_THREADS says otherwise: the tests' tensors are small, and on a shared
-# 2-core machine torch's default (a thread per core) mostly spins waiting for the other thread. Measured
-# with other jobs running: `pytest -m "not slow"` 8 min with two threads, 34 s with one; everything 25 / 5 min.
-if "OMP_NUM_THREADS" not in os.environ:
-    import torch
+    import comfy.cli_args
+    import utils.extra_config  # noqa: F401  as main.py: before `nodes` puts comfy/ (and comfy/utils.py) first on sys.path
 
-    torch.set_num_threads(1)
+    # Before comfy.model_management is imported (docs/host.md §2); tools/gpu_check.sh sets
+    # RHYMEFLOW_TEST_DEVICE=cuda to run tests/test_cuda.py on the GPU.
+    comfy.cli_args.args.cpu = os.environ.get("RHYMEFLOW_TEST_DEVICE") != "cuda"
+    comfy.cli_args.args.disable_smart_memory = True
 
-# Bind ComfyUI's top-level `nodes` module now: pytest may later put this pack's root (which has a
-# `nodes/` package) ahead of the host on sys.path while probing the root __init__.py.
-import nodes as _comfy_nodes  # noqa: E402
+    # One intra-op thread unless OMP_NUM_THREADS says otherwise: the tests' tensors are small, and on a shared
+    # 2-core machine torch's default (a thread per core) mostly spins waiting for the other thread. Measured
+    # with other jobs running: `pytest -m "not slow"` 8 min with two threads, 34 s with one; everything 25 / 5 min.
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
 
-assert hasattr(_comfy_nodes, "NODE_CLASS_MAPPINGS"), f"`nodes` is not ComfyUI's: {_comfy_nodes.__file__}"
+        torch.set_num_threads(1)
+
+    # Bind ComfyUI's top-level `nodes` module now: pytest may later put this pack's root (which has a
+    # `nodes/` package) ahead of the host on sys.path while probing the root __init__.py.
+    import nodes as comfy_nodes
+
+    assert hasattr(comfy_nodes, "NODE_CLASS_MAPPINGS"), f"`nodes` is not ComfyUI's: {comfy_nodes.__file__}"
+
+
+bootstrap_host()
 
 
 # ---- tiny models --------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import compat, compiled_blocks, context_windows
+from .. import compat, compiled_blocks, context_windows, parallel
+from ..errors import RhymeFlowInputError
 from ..run_state import RECORD, ContextMode, RhymeFlowRun
 
 
@@ -46,6 +47,7 @@ class PassContext:
     mode: ContextMode          # KEYFRAME_ONLY when the user asked for it or every frame is a keyframe
     signature: tuple           # the cond uuids of this call: cond and uncond keep separate caches (and windows, paired with each)
     cache_share: float = 1.0   # the whole cache over this call's share of it: every context window has its own
+    group: parallel.SequenceGroup | None = None   # a Ulysses group larger than one (docs/multi_gpu.md §3), else None
 
     @classmethod
     def build(cls, run: RhymeFlowRun, to: dict, frames: int, per_frame: int, device) -> PassContext:
@@ -111,6 +113,8 @@ class ActivePassAdapter:
     supported = ""
     # The host's diffusion-model class, matched exactly: subclasses (Wan VACE, S2V, ...) run their own forward.
     diffusion_model_class: type | None = None
+    # Whether `run_pass` honours `ctx.group` (sequence-parallel passes, docs/multi_gpu.md §3).
+    sequence_parallel = False
 
     @classmethod
     def matches(cls, diffusion_model: torch.nn.Module) -> bool:
@@ -134,22 +138,44 @@ class ActivePassAdapter:
     def run_pass(self, diffusion_model, ctx: PassContext, args: tuple, kwargs: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def check_parallel(self, diffusion_model, ctx: PassContext) -> None:
+        """Raise RhymeFlowInputError for what this family's sequence-parallel passes cannot do."""
+
     def bypassed_modules(self, diffusion_model) -> Iterator[tuple[str, torch.nn.Module]]:
         """(name, module) of the block modules whose own `forward` `run_pass` never calls (it calls their parts)."""
         return iter(())
 
     # ---- the template ------------------------------------------------------------------------
     def forward(self, diffusion_model, run: RhymeFlowRun, to: dict, args: tuple, kwargs: dict) -> torch.Tensor:
+        group = parallel.sequence_group(to)
+        if group is None:
+            ctx = self._prepare(diffusion_model, run, to, args, kwargs)
+        else:   # every rank prepares, then all agree before the pass's first collective (parallel.py)
+            x = args[0] if args else kwargs["x"]
+            plan = (run.plan.kind, run.plan.keyframes, tuple(x.shape))
+            ctx = group.agreed(lambda: self._prepare_parallel(diffusion_model, run, to, args, kwargs, group), plan)
+        return self.run_pass(diffusion_model, ctx, args, kwargs)
+
+    def _prepare(self, diffusion_model, run: RhymeFlowRun, to: dict, args: tuple, kwargs: dict) -> PassContext:
         self.check_call(diffusion_model, to, args, kwargs)
         _warn_block_patches(run, to)
         _warn_forward_patches(run, self.bypassed_modules(diffusion_model))
         frames, per_frame = self.token_grid(diffusion_model, args, kwargs)
         x = args[0] if args else kwargs["x"]
-        ctx = PassContext.build(run, to, frames, per_frame, x.device)
-        return self.run_pass(diffusion_model, ctx, args, kwargs)
+        return PassContext.build(run, to, frames, per_frame, x.device)
+
+    def _prepare_parallel(self, diffusion_model, run, to, args, kwargs, group) -> PassContext:
+        if not self.sequence_parallel:
+            raise RhymeFlowInputError(f"sequence-parallel RhymeFlow passes support Wan only, not {self.name}; "
+                                      "run this model on one GPU per sampling run.")
+        ctx = self._prepare(diffusion_model, run, to, args, kwargs)
+        ctx.group = group
+        self.check_parallel(diffusion_model, ctx)
+        return ctx
 
 
 ALL, KEY, BUF = "all", "key", "buf"   # row sets: every row; keyframe rows; a cached buffer's rows
+MINE = "mine"   # row set of a sequence-parallel pass: this rank's share of the query rows (per-row modulation)
 
 
 class SingleStreamBlocks:
@@ -159,7 +185,8 @@ class SingleStreamBlocks:
     are written once, here.
 
     Row sets: ALL (a RECORD pass: every row), KEY (an ACTIVE pass's queries), BUF (a cached
-    buffer's rows in `hidden_cache`: keyframes first, then the non-keyframes).
+    buffer's rows in `hidden_cache`: keyframes first, then the non-keyframes), MINE (a sequence-parallel
+    pass: this rank's share of the query rows).
     """
 
     def __init__(self, ctx: PassContext):
@@ -182,6 +209,20 @@ class SingleStreamBlocks:
 
     def finish(self, block, x, q, k, v, mod) -> torch.Tensor:
         """Self-attention output and the rest of the block."""
+        raise NotImplementedError
+
+    # Sequence-parallel passes (`sharded`) split `finish` around the all-to-alls: a family that supports
+    # them (ActivePassAdapter.sequence_parallel) also writes these three.
+    def heads(self, block) -> tuple[int, int]:
+        """(attention heads, head dim) of the block's self-attention."""
+        raise NotImplementedError
+
+    def attend(self, block, q, k, v, heads: int) -> torch.Tensor:
+        """Self-attention of [B, n, heads·d] queries over [B, m, heads·d] keys and values."""
+        raise NotImplementedError
+
+    def rest(self, block, x, y, mod) -> torch.Tensor:
+        """The block after self-attention, from its output `y` (before the output projection)."""
         raise NotImplementedError
 
     # ---- the passes --------------------------------------------------------------------------
@@ -222,6 +263,33 @@ class SingleStreamBlocks:
             x = self._call(_finish, block, x, mod, q, *kv)
         return x
 
+    def sharded(self, blocks, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """A RECORD or ACTIVE pass under Ulysses (docs/multi_gpu.md §3): `x` holds this rank's share of the pass's
+        `rows` query rows (parallel.SequenceGroup.shard; row set MINE); returns every rank's `rows` outputs.
+        The math runs as pass functions (compiled like the blocks), the all-to-alls and the cache between them."""
+        ctx, group = self.ctx, self.ctx.group
+        for i, block in enumerate(blocks):
+            ctx.to["block_index"] = i
+            heads, d = self.heads(block)
+            x, mod, *qkv = self._call(_attention_inputs, block, x)
+            q, k, v = (group.rows_to_heads(t.unflatten(2, (heads, d))) for t in qkv)   # every row, my heads
+            k, v = self._sharded_context(i, len(blocks), k[:, :rows], v[:, :rows])   # padded rows are queries only
+            y = self.attend(block, q.flatten(2), k.flatten(2), v.flatten(2), heads // group.world)
+            x = self._call(_after_attention, block, x, group.heads_to_rows(y.unflatten(2, (-1, d))).flatten(2), mod)
+        return group.gather_rows(x)[:, :rows]
+
+    def _sharded_context(self, block: int, blocks: int, k, v):
+        """RECORD: store my heads' non-keyframe K/V ([B, L, H/W, d]); ACTIVE: fresh keyframe K/V + my heads' cache."""
+        ctx = self.ctx
+        if not ctx.cached:
+            return k, v
+        if ctx.recording:
+            if block == 0:
+                ctx.reserve(k, blocks)
+            ctx.store(block, k, v)
+            return k, v
+        return ctx.with_cached(block, k, v)
+
 
 # ---- pass functions: plain functions of (blocks, block, tensors), so they can run compiled ----------------
 def _full_block(blocks: SingleStreamBlocks, block, x):
@@ -240,6 +308,18 @@ def _keyframe_attention_inputs(blocks: SingleStreamBlocks, block, x, with_kv: bo
     y = blocks.modulate(block, x, mod)
     q = blocks.q(block, y, KEY)
     return (x, mod, q) + (blocks.kv(block, y, KEY) if with_kv else ())
+
+
+def _attention_inputs(blocks: SingleStreamBlocks, block, x):
+    """(x, modulation, q, k, v) of this rank's rows (row set MINE) in a sequence-parallel pass."""
+    mod = blocks.modulation(block, MINE, x)
+    x = x.contiguous()
+    y = blocks.modulate(block, x, mod)
+    return (x, mod, blocks.q(block, y, MINE)) + blocks.kv(block, y, MINE)
+
+
+def _after_attention(blocks: SingleStreamBlocks, block, x, y, mod):
+    return blocks.rest(block, x, y, mod)
 
 
 def _finish(blocks: SingleStreamBlocks, block, x, mod, q, k, v):

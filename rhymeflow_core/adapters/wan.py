@@ -20,11 +20,11 @@ import torch
 from comfy.ldm.common_dit import pad_to_patch_size
 from comfy.ldm.wan import model as wan_model
 
-from .. import compat
+from .. import compat, parallel
 from ..errors import RhymeFlowInputError
 from ..keyframes import conditioned_frames
 from ..run_state import ContextMode
-from .base import ALL, BUF, KEY, ActivePassAdapter, SingleStreamBlocks, scatter_keyframes
+from .base import ALL, BUF, KEY, MINE, ActivePassAdapter, SingleStreamBlocks, scatter_keyframes
 
 
 def _per_frame_timesteps(timestep) -> bool:
@@ -32,8 +32,9 @@ def _per_frame_timesteps(timestep) -> bool:
 
 
 def _rows(v, per_frame: int):
-    """A modulation vector [B, 1, D] (one timestep) or [B, F, D] (one per frame, rows frame-major)."""
-    return v if v.shape[1] == 1 else v.repeat_interleave(per_frame, dim=1)
+    """A modulation vector [B, 1, D] (one timestep) or [B, F, D] (one per frame, rows frame-major; per_frame 1:
+    already one per row, as in a sequence-parallel pass)."""
+    return v if v.shape[1] == 1 or per_frame == 1 else v.repeat_interleave(per_frame, dim=1)
 
 
 class WanAdapter(ActivePassAdapter):
@@ -41,6 +42,7 @@ class WanAdapter(ActivePassAdapter):
     supported = ("Wan 2.1 T2V / I2V / FLF2V, Wan 2.2 A14B T2V / I2V experts and Wan 2.2 TI2V-5B "
                  "(ComfyUI WanModel)")
     diffusion_model_class = wan_model.WanModel   # exact: VACE, Camera, S2V, ... subclasses run their own forward_orig
+    sequence_parallel = True
 
     @classmethod
     def check_model(cls, model_patcher) -> None:
@@ -76,6 +78,9 @@ class WanAdapter(ActivePassAdapter):
             raise RhymeFlowInputError(f"per-token timesteps ({timestep.shape[1]} for {x.shape[2]} latent frames) are not supported "
                                       "in Wan RhymeFlow passes; only one timestep per latent frame (TI2V-5B's denoise mask).")
 
+    def check_parallel(self, wan, ctx) -> None:
+        parallel.check(ctx.group, wan.num_heads, ctx.mode == ContextMode.HIDDEN_CACHE, wan.blocks)
+
     def token_grid(self, wan, args, kwargs) -> tuple[int, int]:
         _, _, frames, h, w = args[0].shape
         return frames, -(-h // wan.patch_size[1]) * -(-w // wan.patch_size[2])
@@ -103,15 +108,28 @@ class WanAdapter(ActivePassAdapter):
             if _per_frame_timesteps(timestep):  # each keyframe row keeps its own frame's timestep
                 e_key, e0_key = e.index_select(1, ctx.key_frames), e0.index_select(1, ctx.key_frames)
                 e0_buf = e0.index_select(1, rope["buf_frames"])
-        blocks = _WanBlocks(ctx, {ALL: e0, KEY: e0_key, BUF: e0_buf}, rope, (context, context_img_len))
-
+        cross = (context, context_img_len)
+        if ctx.group is not None:
+            out = self._sharded(wan, ctx, x, e0, rope, cross)
+        elif ctx.recording:
+            out = _WanBlocks(ctx, {ALL: e0}, rope, cross).record(wan.blocks, self._embed(wan, x))
+        else:   # only the keyframes are embedded (and padded): no full-size copy of the latent
+            blocks = _WanBlocks(ctx, {KEY: e0_key, BUF: e0_buf}, rope, cross)
+            out = blocks.active(wan.blocks, self._embed(wan, x.index_select(2, ctx.key_frames)))
         if ctx.recording:
-            out = blocks.record(wan.blocks, self._embed(wan, x))
             return wan.unpatchify(wan.head(out, e), (frames,) + grid_hw)[:, :, :frames, :h, :w]
-        # Only the keyframes are embedded (and padded): no full-size copy of the latent.
-        out = blocks.active(wan.blocks, self._embed(wan, x.index_select(2, ctx.key_frames)))
         out = wan.unpatchify(wan.head(out, e_key), (len(ctx.keyframes),) + grid_hw)[:, :, :, :h, :w]
         return scatter_keyframes(out, ctx)
+
+    def _sharded(self, wan, ctx, x, e0, rope, cross):
+        """The blocks under Ulysses (docs/multi_gpu.md §3): this rank's share of the pass's query rows, each
+        with its own RoPE row and its own frame's modulation (per_frame 1: vectors already one per row)."""
+        rows = torch.arange(ctx.frames * ctx.per_frame, device=x.device) if ctx.recording else ctx.key_rows   # in order
+        mine = ctx.group.shard(rows.numel(), rows.device)
+        e0_mine = e0 if e0.shape[1] == 1 else e0.index_select(1, rows[mine] // ctx.per_frame)
+        blocks = _WanBlocks(ctx, {MINE: e0_mine}, {MINE: rope[ALL][:, rows[mine]]}, cross, per_frame=1)
+        tokens = self._embed(wan, x if ctx.recording else x.index_select(2, ctx.key_frames))
+        return blocks.sharded(wan.blocks, tokens.index_select(1, mine), rows.numel())
 
     def bypassed_modules(self, wan):
         for i, block in enumerate(wan.blocks):
@@ -148,9 +166,10 @@ class WanAdapter(ActivePassAdapter):
 class _WanBlocks(SingleStreamBlocks):
     """WanAttentionBlock's math (comfy/ldm/wan/model.py) by module calls, for the shared passes."""
 
-    def __init__(self, ctx, e0: dict, rope: dict, cross: tuple):
+    def __init__(self, ctx, e0: dict, rope: dict, cross: tuple, per_frame: int | None = None):
         super().__init__(ctx)
-        self.e0, self.rope, self.cross, self.per_frame = e0, rope, cross, ctx.per_frame
+        self.e0, self.rope, self.cross = e0, rope, cross
+        self.per_frame = ctx.per_frame if per_frame is None else per_frame
 
     def modulation(self, block, rows, like):
         # e0: [B, 1 or F, 6, D] -> six [B, 1 or F, D] vectors, as WanAttentionBlock does for 4-D e.
@@ -169,9 +188,17 @@ class _WanBlocks(SingleStreamBlocks):
         return compat.apply_rope1(k, self.rope[rows]).view(b, n, -1), attn.v(y)
 
     def finish(self, block, x, q, k, v, mod):
+        return self.rest(block, x, self.attend(block, q, k, v, block.self_attn.num_heads), mod)
+
+    def heads(self, block):
+        return block.self_attn.num_heads, block.self_attn.head_dim
+
+    def attend(self, block, q, k, v, heads):
+        return compat.attention(q, k, v, heads=heads, transformer_options=self.ctx.to)
+
+    def rest(self, block, x, y, mod):
         (context, context_img_len), p, to = self.cross, self.per_frame, self.ctx.to
-        y = block.self_attn.o(compat.attention(q, k, v, heads=block.self_attn.num_heads, transformer_options=to))
-        x = torch.addcmul(x, y, _rows(mod[2], p))
+        x = torch.addcmul(x, block.self_attn.o(y), _rows(mod[2], p))
         x = x + block.cross_attn(block.norm3(x), context, context_img_len=context_img_len, transformer_options=to)
         y = block.ffn(torch.addcmul(_rows(mod[3], p), block.norm2(x), 1 + _rows(mod[4], p)))
         return torch.addcmul(x, y, _rows(mod[5], p))
