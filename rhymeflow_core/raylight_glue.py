@@ -192,8 +192,9 @@ def project_on_workers(ray_actors, context: str = "kv_cache", cache_device: str 
     parallel = get(workers[0].get_parallel_dict.remote()) or {}
     refuse_parallel_settings(parallel)
     if parallel.get("is_xdit") and int(parallel.get("ulysses_degree") or 1) > 1:
-        log.warning("RhymeFlow on Raylight with ulysses_degree %s: the full passes are sequence-parallel, but RhymeFlow's "
-                    "recording and active passes compute the whole sequence on every GPU (docs/multi_gpu.md §3).",
+        log.warning("RhymeFlow on Raylight with ulysses_degree %s: RhymeFlow's recording and active passes take its own "
+                    "sequence-parallel path on xDiT's Ulysses group, which has not yet been run inside Raylight "
+                    "(docs/multi_gpu.md §4).",
                     parallel["ulysses_degree"])
     get([worker.model_function_runner.remote(ByName(project_worker_model), context, cache_device) for worker in workers])
     return ray_actors

@@ -1,4 +1,4 @@
-"""Sequence-parallel (Ulysses degree 2) RECORD and ACTIVE passes on two CPU processes (gloo), docs/multi_gpu.md §3.
+"""Sequence-parallel (Ulysses degree 2) RECORD and ACTIVE passes on two CPU processes (gloo), docs/multi_gpu.md §4.
 
 Two spawned processes (tests/sp_worker.py) form a real torch.distributed gloo group and each load the same
 tiny real WanModel (4 heads: 2 per rank). Every case runs in both at once; each rank compares its

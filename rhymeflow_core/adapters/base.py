@@ -47,7 +47,7 @@ class PassContext:
     mode: ContextMode          # KEYFRAME_ONLY when the user asked for it or every frame is a keyframe
     signature: tuple           # the cond uuids of this call: cond and uncond keep separate caches (and windows, paired with each)
     cache_share: float = 1.0   # the whole cache over this call's share of it: every context window has its own
-    group: parallel.SequenceGroup | None = None   # a Ulysses group larger than one (docs/multi_gpu.md §3), else None
+    group: parallel.SequenceGroup | None = None   # a Ulysses group larger than one (docs/multi_gpu.md §4), else None
 
     @classmethod
     def build(cls, run: RhymeFlowRun, to: dict, frames: int, per_frame: int, device) -> PassContext:
@@ -113,7 +113,7 @@ class ActivePassAdapter:
     supported = ""
     # The host's diffusion-model class, matched exactly: subclasses (Wan VACE, S2V, ...) run their own forward.
     diffusion_model_class: type | None = None
-    # Whether `run_pass` honours `ctx.group` (sequence-parallel passes, docs/multi_gpu.md §3).
+    # Whether `run_pass` honours `ctx.group` (sequence-parallel passes, docs/multi_gpu.md §4).
     sequence_parallel = False
 
     @classmethod
@@ -264,7 +264,7 @@ class SingleStreamBlocks:
         return x
 
     def sharded(self, blocks, x: torch.Tensor, rows: int) -> torch.Tensor:
-        """A RECORD or ACTIVE pass under Ulysses (docs/multi_gpu.md §3): `x` holds this rank's share of the pass's
+        """A RECORD or ACTIVE pass under Ulysses (docs/multi_gpu.md §4): `x` holds this rank's share of the pass's
         `rows` query rows (parallel.SequenceGroup.shard; row set MINE); returns every rank's `rows` outputs.
         The math runs as pass functions (compiled like the blocks), the all-to-alls and the cache between them."""
         ctx, group = self.ctx, self.ctx.group

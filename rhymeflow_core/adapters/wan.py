@@ -122,7 +122,7 @@ class WanAdapter(ActivePassAdapter):
         return scatter_keyframes(out, ctx)
 
     def _sharded(self, wan, ctx, x, e0, rope, cross):
-        """The blocks under Ulysses (docs/multi_gpu.md §3): this rank's share of the pass's query rows, each
+        """The blocks under Ulysses (docs/multi_gpu.md §4): this rank's share of the pass's query rows, each
         with its own RoPE row and its own frame's modulation (per_frame 1: vectors already one per row)."""
         rows = torch.arange(ctx.frames * ctx.per_frame, device=x.device) if ctx.recording else ctx.key_rows   # in order
         mine = ctx.group.shard(rows.numel(), rows.device)
