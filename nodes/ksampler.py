@@ -6,11 +6,9 @@ import comfy.samplers
 from ..rhymeflow_core.all_in_one import sample_latent
 from ..rhymeflow_core.cache import CACHE_DEVICES
 from ..rhymeflow_core.compat import v3_api
-from ..rhymeflow_core.nonkey_solver import EULER_JUMP
 from ..rhymeflow_core.presets import DEFAULT_PRESET
 from ..rhymeflow_core.run_state import CONTEXT_MODES
 from ..rhymeflow_core.solvers import SOLVERS
-from ..rhymeflow_core.warmup import DEFAULT_SETTLE, FIXED
 from .sampler import sampler_settings, schedule_inputs
 
 _, io = v3_api()
@@ -37,7 +35,7 @@ class RhymeFlowKSamplerNode(io.ComfyNode):
                                tooltip="Classifier-free guidance scale (Wan: 5-6)."),
                 io.Combo.Input("sampler_name", options=list(SOLVERS), default="uni_pc",
                                tooltip="Solver for keyframes (and all frames during warm-up); identical to ComfyUI's sampler "
-                                       "of the same name. Non-keyframes take one Euler jump per group (see nonkey_solver)."),
+                                       "of the same name. Non-keyframes take one Euler jump per group."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple",
                                tooltip="How the noise levels are spaced, as in KSampler (Wan: simple)."),
                 io.Conditioning.Input("positive", tooltip="What the video should show."),
@@ -59,9 +57,8 @@ class RhymeFlowKSamplerNode(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                 context, cache_device, warmup_steps, min_stride, max_stride, transition_1, transition_2, stride_schedule,
-                preset=DEFAULT_PRESET, keyframes=None, nonkey_solver=EULER_JUMP, warmup_mode=FIXED,
-                warmup_settle=DEFAULT_SETTLE) -> io.NodeOutput:
+                preset=DEFAULT_PRESET, keyframes=None) -> io.NodeOutput:
         settings = sampler_settings(sampler_name, warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                                    stride_schedule, keyframes, nonkey_solver, warmup_mode, warmup_settle)
+                                    stride_schedule, keyframes)
         return io.NodeOutput(sample_latent(model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise,
                                            settings, preset, context, cache_device, source=cls.hidden.unique_id))

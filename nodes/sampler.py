@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from ..rhymeflow_core.compat import v3_api
 from ..rhymeflow_core.keyframes import KeyframeSpec
-from ..rhymeflow_core.nonkey_solver import EULER_JUMP, NONKEY_SOLVERS
 from ..rhymeflow_core.presets import DEFAULT_PRESET, LEGACY_PRESET, PRESET_NAMES
 from ..rhymeflow_core.sampler_object import RhymeFlowSamplerObject
 from ..rhymeflow_core.sampling_loop import SamplerSettings
 from ..rhymeflow_core.schedule import ScheduleSettings
 from ..rhymeflow_core.schedule_view import WIDGET_LIMITS
 from ..rhymeflow_core.solvers import SOLVERS
-from ..rhymeflow_core.warmup import DEFAULT_SETTLE, FIXED, WARMUP_MODES
 from .keyframes import Keyframes
 
 _, io = v3_api()
@@ -46,30 +44,16 @@ def schedule_inputs(preset_default: str) -> list:
         io.Combo.Input("preset", options=list(PRESET_NAMES), default=preset_default, optional=True, tooltip=PRESET_TOOLTIP),
         Keyframes.Input("keyframes", optional=True,
                         tooltip="From RhymeFlowKeyframes. Default: semantic, 2 keyframes (first and last frame)."),
-        # Algorithm options (docs/algorithm.md §10), last and optional with the paper's behaviour as default,
-        # so workflows saved before them load and run unchanged.
-        io.Combo.Input("nonkey_solver", options=list(NONKEY_SOLVERS), default=EULER_JUMP, optional=True,
-                       tooltip="How the other frames (non-keyframes) advance once per group. euler_jump: one Euler jump "
-                               "from each full pass (the paper's release). multistep: the keyframe solver's own multistep "
-                               "update over the full passes (uni_pc / dpmpp_2m; for euler it is the same jump). Same "
-                               "passes and speed."),
-        io.Combo.Input("warmup_mode", options=list(WARMUP_MODES), default=FIXED, optional=True,
-                       tooltip="fixed: the warm-up set by the preset / warmup_steps. adaptive: end it earlier (not before "
-                               "step 2) once the clean prediction settles below warmup_settle; the schedule view shows "
-                               "the longest warm-up, the run report the one that ran."),
-        io.Float.Input("warmup_settle", default=DEFAULT_SETTLE, min=0.01, max=100.0, step=0.01, optional=True,
-                       tooltip="adaptive warm-up: end it once the clean prediction changes by less than this (relative "
-                               "change per unit of sigma). Higher ends sooner (faster, further from dense)."),
     ]
 
 
 def sampler_settings(solver, warmup_steps, min_stride, max_stride, transition_1, transition_2, stride_schedule,
-                     keyframes=None, nonkey_solver=EULER_JUMP, warmup_mode=FIXED, warmup_settle=DEFAULT_SETTLE) -> SamplerSettings:
+                     keyframes=None) -> SamplerSettings:
     return SamplerSettings(
         schedule=ScheduleSettings(warmup_steps, min_stride, max_stride, transition_1, transition_2,
                                   progressive=stride_schedule == "progressive"),
         keyframes=keyframes if keyframes is not None else KeyframeSpec(),
-        solver=solver, nonkey_solver=nonkey_solver, warmup_mode=warmup_mode, warmup_settle=warmup_settle,
+        solver=solver,
     )
 
 
@@ -88,7 +72,7 @@ class RhymeFlowSampler(io.ComfyNode):
             inputs=[
                 io.Combo.Input("solver", options=list(SOLVERS), default="uni_pc",
                                tooltip="Solver for keyframes (and all frames during warm-up). Identical to ComfyUI's sampler of "
-                                       "the same name; non-keyframes take one Euler jump per group (see nonkey_solver)."),
+                                       "the same name; non-keyframes always take one Euler jump per group."),
                 *schedule_inputs(preset_default=DEFAULT_PRESET),
             ],
             outputs=[io.Sampler.Output(tooltip="Connect to SamplerCustomAdvanced.")],
@@ -97,8 +81,7 @@ class RhymeFlowSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                stride_schedule, preset=LEGACY_PRESET, keyframes=None, nonkey_solver=EULER_JUMP, warmup_mode=FIXED,
-                warmup_settle=DEFAULT_SETTLE) -> io.NodeOutput:
+                stride_schedule, preset=LEGACY_PRESET, keyframes=None) -> io.NodeOutput:
         settings = sampler_settings(solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                                    stride_schedule, keyframes, nonkey_solver, warmup_mode, warmup_settle)
+                                    stride_schedule, keyframes)
         return io.NodeOutput(RhymeFlowSamplerObject(settings, preset, source=cls.hidden.unique_id))

@@ -28,12 +28,7 @@ class RunReport:
     completed: bool = False                 # False when the run was interrupted or failed
     preset: str = "custom"
     solver: str = ""
-    warmup_steps: int = 0                   # the schedule the run used (a preset resolved for its step count);
-    #                                         with an adaptive warm-up, the warm-up that ran
-    warmup_mode: str = "fixed"              # fixed | adaptive (docs/algorithm.md §10)
-    warmup_bound: int = 0                   # the schedule's warm-up before any adaptive end
-    warmup_measures: list[float] = field(default_factory=list)  # adaptive: x0's settle measure at warm-up steps 1, 2, ...
-    nonkey_solver: str = "euler_jump"       # how non-keyframes advanced per group: euler_jump | multistep
+    warmup_steps: int = 0                   # the schedule the run used (a preset resolved for its step count)
     full_passes: int = 0                    # steps the schedule runs as full passes (warm-up and rhythmic points)
     active_passes: int = 0                  # steps that compute only the keyframes
     keyframes: list[int] = field(default_factory=list)

@@ -7,16 +7,11 @@ Per step i, by the schedule's role:
             non-keyframes jump (Euler, in sigma) straight to the end of the group;
   active    active pass on the keyframes; non-keyframes sit on their projected trajectory
             (linear in sigma between the rhythmic point and the group end) and are not updated.
-
-Two settings change this, both off by default (docs/algorithm.md §10): `nonkey_solver="multistep"`
-advances non-keyframes with the keyframe solver's multistep update on their own coarse schedule
-(nonkey_solver.py) instead of the Euler jump, and `warmup_mode="adaptive"` ends the warm-up early
-once the clean prediction has settled (warmup.py), rebuilding the schedule from there.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import trange
@@ -24,12 +19,9 @@ from tqdm.auto import trange
 from . import compat, context_windows
 from .errors import RhymeFlowInputError
 from .keyframes import KeyframeSpec, conditioned_frames, select_keyframes
-from .nonkey_solver import EULER_JUMP, NONKEY_SOLVERS, euler_move, make_nonkey_solver
-from .report import RunReport
 from .run_state import ACTIVE, FULL, KEY, RECORD, RhymeFlowRun
-from .schedule import RHYTHMIC, WARMUP, Schedule, ScheduleSettings, build_schedule, few_steps_warnings
+from .schedule import RHYTHMIC, WARMUP, ScheduleSettings, build_schedule, few_steps_warnings
 from .solvers import SOLVERS, make_solver
-from .warmup import DEFAULT_SETTLE, FIXED, MIN_WARMUP, WARMUP_MODES, WarmupEnd
 
 
 @dataclass(frozen=True)
@@ -37,25 +29,10 @@ class SamplerSettings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     keyframes: KeyframeSpec = field(default_factory=KeyframeSpec)
     solver: str = "uni_pc"
-    nonkey_solver: str = EULER_JUMP   # how non-keyframes advance per group (nonkey_solver.py); the paper's by default
-    warmup_mode: str = FIXED          # fixed: the schedule's warm-up; adaptive: end it once x0 settles (warmup.py)
-    warmup_settle: float = DEFAULT_SETTLE
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
             raise RhymeFlowInputError(f"unknown keyframe solver {self.solver!r}; use one of {', '.join(SOLVERS)}.")
-        if self.nonkey_solver not in NONKEY_SOLVERS:
-            raise RhymeFlowInputError(
-                f"unknown non-keyframe solver {self.nonkey_solver!r}; use euler_jump (the paper's one Euler jump per "
-                "group) or multistep (the keyframe solver's update on the non-keyframes' own steps).")
-        if self.warmup_mode not in WARMUP_MODES:
-            raise RhymeFlowInputError(
-                f"unknown warm-up mode {self.warmup_mode!r}; use fixed (warmup_steps / the preset's warm-up) or "
-                "adaptive (end it early once the clean prediction settles).")
-        if not 0 < self.warmup_settle <= 100:
-            raise RhymeFlowInputError(
-                f"warmup_settle is {self.warmup_settle}; it must be above 0 and at most 100 (relative change of the clean "
-                f"prediction per unit of sigma; {DEFAULT_SETTLE} is the measured default, docs/algorithm.md §10).")
 
 
 def check_inputs(settings: SamplerSettings, latent_shape, sigmas: torch.Tensor) -> None:
@@ -89,31 +66,9 @@ def _frames(t: torch.Tensor, frames) -> torch.Tensor:
     return t[:, :, frames]
 
 
-def _full_pass_plan(schedule: Schedule, i: int, keyframes: list[int], nonkey: list[int]) -> tuple:
-    """(pass kind, keyframes) of a warm-up step or rhythmic point. A rhythmic point records the context
-    cache when its group has active passes to read it."""
-    if schedule.role(i) == WARMUP:
-        return FULL, ()
-    return (RECORD if schedule.group_at(i).span > 1 and nonkey else FULL), keyframes
-
-
-def _record_schedule(report: RunReport, schedule: Schedule, settings: ScheduleSettings) -> None:
-    """The schedule the run uses (again when an adaptive warm-up ended early: the report draws what ran)."""
-    report.full_passes, report.active_passes, report.warmup_steps = schedule.full_passes, schedule.active_passes, schedule.warmup
-    report.schedule = replace(settings, warmup_steps=schedule.warmup) if report.warmup_mode != FIXED else settings
-
-
-def _start_report(report: RunReport, settings: SamplerSettings, steps: int, frames: int, schedule: Schedule) -> None:
-    report.steps, report.frames, report.solver = steps, frames, settings.solver
-    report.nonkey_solver, report.warmup_mode, report.warmup_bound = settings.nonkey_solver, settings.warmup_mode, schedule.warmup
-    report.keyframe_spec = settings.keyframes
-    _record_schedule(report, schedule, settings.schedule)
-    for topic, message in few_steps_warnings(schedule).items():
-        report.warn(topic, message)
-    if settings.warmup_mode != FIXED and schedule.warmup <= MIN_WARMUP:
-        report.warn("adaptive_warmup", f"the warm-up bound is {schedule.warmup} step(s): an adaptive warm-up never ends "
-                    f"before step {MIN_WARMUP}, so it runs as fixed. Raise warmup_steps (or the step count) to let it adapt.")
-    report.keyframes = list(range(frames))
+def _euler_move(z, denoised, sigma, sigma_to):
+    """Move along the velocity of (z, denoised) at sigma to sigma_to: z + (sigma_to - sigma) v."""
+    return denoised + sigma_to / sigma * (z - denoised)
 
 
 class _StepClock:
@@ -142,54 +97,51 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     steps, frames = len(sigmas) - 1, x.shape[2]
     schedule = build_schedule(steps, settings.schedule)
     solver = make_solver(settings.solver, sigmas)
-    nonkey_solver = make_nonkey_solver(settings.nonkey_solver, settings.solver, sigmas, schedule, solver)
-    warmup_end = WarmupEnd(settings.warmup_mode, settings.warmup_settle, sigmas)
     report = run.report
-    _start_report(report, settings, steps, frames, schedule)
+    report.steps, report.frames, report.solver = steps, frames, settings.solver
+    report.full_passes, report.active_passes, report.warmup_steps = schedule.full_passes, schedule.active_passes, schedule.warmup
+    report.schedule, report.keyframe_spec = settings.schedule, settings.keyframes
+    for topic, message in few_steps_warnings(schedule).items():
+        report.warn(topic, message)
+    report.keyframes = list(range(frames))
     s_in = x.new_ones([x.shape[0]])
     started = time.perf_counter()
     clock = _StepClock()
 
     keyframes = list(range(frames))   # every frame is advanced by the solver until detection
     nonkey: list[int] = []
-    # The current group: its rhythmic point (latent, sigma), the non-keyframes' endpoint, and the clean
-    # prediction whose Euler moves from the rhythmic point are the projected trajectory (nonkey_solver.py).
-    z_start = line_x0 = z_end = sigma_start = None
+    z_start = denoised_start = z_end = sigma_start = None  # the current group: its rhythmic point and endpoint
     for i in trange(steps, disable=disable):
         compat.throw_if_interrupted()
         sigma, role = sigmas[i], schedule.role(i)
         run.in_warmup = role == WARMUP   # step caches act only here (step_caches.py)
-        if role == ACTIVE:
+        if role == WARMUP:
+            run.set_plan(FULL)
+            x_in = x
+        elif role == RHYTHMIC:
+            group = schedule.group_at(i)
+            run.set_plan(RECORD if group.span > 1 and nonkey else FULL, keyframes)
+            x_in = x
+        else:
             run.set_plan(ACTIVE, keyframes)
             # Latent trajectory projection: non-keyframes on the straight path of their group.
             x_in = x.clone()
-            x_in[:, :, nonkey] = euler_move(_frames(z_start, nonkey), _frames(line_x0, nonkey), sigma_start, sigma)
-        else:
-            run.set_plan(*_full_pass_plan(schedule, i, keyframes, nonkey))
-            x_in = x
+            x_in[:, :, nonkey] = _euler_move(_frames(z_start, nonkey), _frames(denoised_start, nonkey), sigma_start, sigma)
 
         denoised = model(x_in, sigma * s_in, **extra_args)
 
-        if role == WARMUP and warmup_end.ends_at(i, denoised, schedule.warmup):
-            # Settled early: this step is the last of the warm-up, and the groups start at the next one.
-            schedule = build_schedule(steps, replace(settings.schedule, warmup_steps=i + 1))
-            nonkey_solver.reschedule(schedule)
-            _record_schedule(report, schedule, settings.schedule)
         if i == schedule.detect_step:
             # Frames the image / mask conditions (seen by the adapter, or kept by the latent's noise mask).
             always = run.conditioned_frames | conditioned_frames(extra_args.get("denoise_mask"), frames)
             keyframes = select_keyframes(denoised, settings.keyframes, always)
             nonkey = sorted(set(range(frames)) - set(keyframes))
             report.keyframes, report.conditioned_frames = [int(f) for f in keyframes], sorted(always)
-        if role == RHYTHMIC or (role == WARMUP and nonkey_solver.needs_history):
-            z_next = nonkey_solver.step(i, x_in, denoised)  # the non-keyframes at their next full pass
         if role == RHYTHMIC:
-            sigma_end = sigmas[schedule.group_at(i).end]
-            z_start, sigma_start, z_end = x_in, sigma, z_next
-            line_x0 = nonkey_solver.group_line(x_in, denoised, z_end, sigma, sigma_end)
+            z_start, denoised_start, sigma_start = x_in, denoised, sigma
+            z_end = _euler_move(x_in, denoised, sigma, sigmas[schedule.group_at(i).end])  # one jump over the group
         if role == ACTIVE and nonkey:
             denoised = denoised.clone()
-            denoised[:, :, nonkey] = _frames(line_x0, nonkey)  # the clean prediction of the projected trajectory
+            denoised[:, :, nonkey] = _frames(denoised_start, nonkey)  # the group's clean prediction
 
         x_next = solver.step(i, x_in, denoised)
         if role != WARMUP and nonkey:
@@ -202,7 +154,6 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
 
     run.plan = None
     x = solver.finish(x, compat.model_sampling_of(model))
-    report.warmup_measures = warmup_end.measures
     report.sampler_seconds = time.perf_counter() - started
     report.time_steps(clock.seconds, [schedule.role(i) in (WARMUP, RHYTHMIC) for i in range(steps)])
     report.completed = True

@@ -21,10 +21,6 @@ class EulerSolver:
     def __init__(self, sigmas: torch.Tensor):
         self.sigmas = sigmas
 
-    def retime(self, sigmas: torch.Tensor) -> None:
-        """Use these sigmas from now on (the state of a multistep solver refers only to steps already taken)."""
-        self.sigmas = sigmas
-
     def finish(self, x, model_sampling):
         return x
 
@@ -62,24 +58,18 @@ class UniPCSolver:
     itself is the host's (see compat.unipc_update), so this matches it to rounding.
     """
 
-    def __init__(self, sigmas: torch.Tensor, variant: str = "bh1", order: int | None = None):
-        # `order`: the order cap; by default the host's for this many steps. The non-keyframes' coarse
-        # schedule (nonkey_solver.py) passes the fine schedule's, so both agree step for step in warm-up.
-        self.retime(sigmas)
-        self.order = min(3, self.steps - 1) if order is None else order
-        self.uni_pc = compat.unipc_solver(variant)
-        self.ns = self.uni_pc.noise_schedule
-        self.history: list[torch.Tensor] = []   # clean predictions, newest last
-        self.t_history: list[torch.Tensor] = []
-        self.x_corrected = None                  # solver state in the host's scaled space
-
-    def retime(self, sigmas: torch.Tensor) -> None:
-        """Use these sigmas from now on; steps already taken keep theirs (their times are in the history)."""
+    def __init__(self, sigmas: torch.Tensor, variant: str = "bh1"):
         self.ts = sigmas.clone()
         self.ends_at_zero = bool(sigmas[-1] == 0)
         if self.ends_at_zero:
             self.ts[-1] = 0.001  # what the host sampler integrates to
         self.steps = len(sigmas) - 1
+        self.order = min(3, self.steps - 1)
+        self.uni_pc = compat.unipc_solver(variant)
+        self.ns = self.uni_pc.noise_schedule
+        self.history: list[torch.Tensor] = []   # clean predictions, newest last
+        self.t_history: list[torch.Tensor] = []
+        self.x_corrected = None                  # solver state in the host's scaled space
 
     def _order_for(self, k: int) -> int:
         if k < self.order:
@@ -115,12 +105,11 @@ class UniPCSolver:
         return x
 
 
-def make_solver(name: str, sigmas: torch.Tensor, order: int | None = None):
-    """`order` caps UniPC's order (default: the host's for these sigmas); the other solvers have a fixed order."""
+def make_solver(name: str, sigmas: torch.Tensor):
     if name == "euler":
         return EulerSolver(sigmas)
     if name == "dpmpp_2m":
         return DPMpp2MSolver(sigmas)
     if name in ("uni_pc", "uni_pc_bh2"):
-        return UniPCSolver(sigmas, "bh2" if name == "uni_pc_bh2" else "bh1", order)
+        return UniPCSolver(sigmas, "bh2" if name == "uni_pc_bh2" else "bh1")
     raise ValueError(f"unknown keyframe solver {name!r}; use one of {', '.join(SOLVERS)}")
