@@ -46,7 +46,9 @@ def _workers(tiny_model, n=2, **parallel):
 def _comfyui_copy(name: str):
     """The module `rhymeflow_core.<name>` of the pack as ComfyUI loads it (named by the pack folder's path)."""
     headless.load_nodes()
-    copies = [m for n, m in sys.modules.items() if n.endswith(f".rhymeflow_core.{name}") and not n.startswith("rhymeflow_core")]
+    # ComfyUI names a folder pack by its path (nodes.load_custom_node); pytest may also import the pack by its
+    # folder's name when that is an identifier (a checkout named `main`), which is not the copy ComfyUI runs.
+    copies = [m for n, m in sys.modules.items() if n.endswith(f".rhymeflow_core.{name}") and os.sep in n]
     assert len(copies) == 1, [n for n in sys.modules if n.endswith(name)]
     return copies[0]
 
