@@ -70,6 +70,12 @@ class SequenceGroup:
         dist.all_gather(parts, t.contiguous(), group=self.group)
         return torch.cat(parts, dim=1)
 
+    def broadcast_keyframes(self, keyframes) -> list[int]:
+        """Rank 0's keyframes, on every rank: it chooses them for the group (its clean prediction decides)."""
+        box = [[int(f) for f in keyframes]]
+        dist.broadcast_object_list(box, src=dist.get_global_rank(self.group, 0), group=self.group)
+        return box[0]
+
     # ---- agreement: no rank enters a pass's collectives alone ------------------------------------
     def agreed(self, prepare, state):
         """`prepare()`'s result once every rank has prepared the same pass (`state`: kind, keyframes, shapes).

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import trange
 
-from . import compat, context_windows
+from . import compat, context_windows, parallel
 from .errors import RhymeFlowInputError
 from .keyframes import KeyframeSpec, conditioned_frames, select_keyframes
 from .run_state import ACTIVE, FULL, KEY, RECORD, RhymeFlowRun
@@ -69,6 +69,19 @@ def _frames(t: torch.Tensor, frames) -> torch.Tensor:
 def _euler_move(z, denoised, sigma, sigma_to):
     """Move along the velocity of (z, denoised) at sigma to sigma_to: z + (sigma_to - sigma) v."""
     return denoised + sigma_to / sigma * (z - denoised)
+
+
+def _detect_keyframes(run: RhymeFlowRun, denoised: torch.Tensor, settings: SamplerSettings, extra_args: dict) -> list[int]:
+    """The keyframes, chosen from the detect step's clean prediction (docs/algorithm.md §3); noted in the report."""
+    frames = denoised.shape[2]
+    # Frames the image / mask conditions (seen by the adapter, or kept by the latent's noise mask).
+    always = run.conditioned_frames | conditioned_frames(extra_args.get("denoise_mask"), frames)
+    keyframes = [int(f) for f in select_keyframes(denoised, settings.keyframes, always)]
+    group = parallel.sequence_group(extra_args.get("model_options", {}).get("transformer_options", {}))
+    if group is not None:   # one video over several GPUs: rank 0 chooses for all (docs/multi_gpu.md §4)
+        keyframes = group.broadcast_keyframes(keyframes)
+    run.report.keyframes, run.report.conditioned_frames = list(keyframes), sorted(always)
+    return keyframes
 
 
 class _StepClock:
@@ -131,11 +144,8 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
         denoised = model(x_in, sigma * s_in, **extra_args)
 
         if i == schedule.detect_step:
-            # Frames the image / mask conditions (seen by the adapter, or kept by the latent's noise mask).
-            always = run.conditioned_frames | conditioned_frames(extra_args.get("denoise_mask"), frames)
-            keyframes = select_keyframes(denoised, settings.keyframes, always)
+            keyframes = _detect_keyframes(run, denoised, settings, extra_args)
             nonkey = sorted(set(range(frames)) - set(keyframes))
-            report.keyframes, report.conditioned_frames = [int(f) for f in keyframes], sorted(always)
         if role == RHYTHMIC:
             z_start, denoised_start, sigma_start = x_in, denoised, sigma
             z_end = _euler_move(x_in, denoised, sigma, sigmas[schedule.group_at(i).end])  # one jump over the group
