@@ -15,6 +15,9 @@ import pytest
 import sp_worker
 import torch.multiprocessing as mp
 
+# Starting the two worker processes (spawn, host import, model build) takes most of a minute: not for the fast loop.
+pytestmark = pytest.mark.slow
+
 WORLD, TIMEOUT = 2, 120   # seconds a case may take on a shared 2-core machine (each takes a few)
 ROWS, KEY_ROWS = sp_worker.FRAMES * 9, 9   # 3 x 3 rows a frame
 
