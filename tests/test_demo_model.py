@@ -81,13 +81,14 @@ def test_loads_through_comfyui_unet_loader(monkeypatch):
 @functools.cache
 def _harness():
     from tools.fidelity import Harness
-    return Harness(16)
+    from tools.fidelity_profiles import PROFILES
+    return Harness(PROFILES["demo"])   # shift 3, cfg 4: the motion tool's settings
 
 
 @functools.cache
 def _video(prompt, seed):
     """Dense sampling as the motion tool does it (uni_pc 16 steps, cfg 4, shift 3), memoised."""
-    return _harness().dense(prompt, seed)
+    return _harness().dense(prompt, seed, 16)
 
 
 # the motion tool's first four prompts, with the colour word: (prompt, colour, axis, sign)

@@ -83,13 +83,14 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     bootstrap()
     from tools.fidelity import Harness
+    from tools.fidelity_profiles import PROFILES
 
-    h = Harness(16, weights=args.weights)
+    h = Harness(PROFILES["demo"], weights=args.weights)   # uni_pc, shift 3, cfg 4 (16 steps below)
     gaps = motion_word_gap(h.model.model.diffusion_model)
     print("motion-word gap (motion word vs colour word): " + ", ".join(f"noise {s}: {g:.3f}" for s, g in gaps.items()))
     rows, ok = [], 0
     for prompt, axis, sign in CASES:
-        moved = [displacement(h.dense(prompt, seed), axis, sign) for seed in range(1, args.seeds + 1)]
+        moved = [displacement(h.dense(prompt, seed, 16), axis, sign) for seed in range(1, args.seeds + 1)]
         ok += sum(d > 3 for d in moved)
         rows.append({"prompt": prompt, "displacement_px": moved})
         print(f"{prompt:32s} " + " ".join(f"{d:+6.1f}" for d in moved), flush=True)
