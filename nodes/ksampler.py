@@ -57,8 +57,8 @@ class RhymeFlowKSamplerNode(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                 context, cache_device, warmup_steps, min_stride, max_stride, transition_1, transition_2, stride_schedule,
-                preset=DEFAULT_PRESET, keyframes=None) -> io.NodeOutput:
+                preset=DEFAULT_PRESET, keyframes=None, refresh_budget=0.0) -> io.NodeOutput:
         settings = sampler_settings(sampler_name, warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                                    stride_schedule, keyframes)
+                                    stride_schedule, keyframes, refresh_budget)
         return io.NodeOutput(sample_latent(model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise,
                                            settings, preset, context, cache_device, source=cls.hidden.unique_id))

@@ -44,16 +44,22 @@ def schedule_inputs(preset_default: str) -> list:
         io.Combo.Input("preset", options=list(PRESET_NAMES), default=preset_default, optional=True, tooltip=PRESET_TOOLTIP),
         Keyframes.Input("keyframes", optional=True,
                         tooltip="From RhymeFlowKeyframes. Default: semantic, 2 keyframes (first and last frame)."),
+        # Optional and last, default 0 (the paper): saved workflows and API prompts run unchanged.
+        io.Float.Input("refresh_budget", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
+                       tooltip="Partial passes (Wan, context kv_cache, experimental): each active pass also refreshes this "
+                               "share of the non-keyframes, those that changed most first, for that much more active-pass "
+                               "compute. 0: the paper's active passes. See docs/algorithm.md §11."),
     ]
 
 
 def sampler_settings(solver, warmup_steps, min_stride, max_stride, transition_1, transition_2, stride_schedule,
-                     keyframes=None) -> SamplerSettings:
+                     keyframes=None, refresh_budget=0.0) -> SamplerSettings:
     return SamplerSettings(
         schedule=ScheduleSettings(warmup_steps, min_stride, max_stride, transition_1, transition_2,
                                   progressive=stride_schedule == "progressive"),
         keyframes=keyframes if keyframes is not None else KeyframeSpec(),
         solver=solver,
+        refresh_budget=float(refresh_budget),
     )
 
 
@@ -81,7 +87,7 @@ class RhymeFlowSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                stride_schedule, preset=LEGACY_PRESET, keyframes=None) -> io.NodeOutput:
+                stride_schedule, preset=LEGACY_PRESET, keyframes=None, refresh_budget=0.0) -> io.NodeOutput:
         settings = sampler_settings(solver, warmup_steps, min_stride, max_stride, transition_1, transition_2,
-                                    stride_schedule, keyframes)
+                                    stride_schedule, keyframes, refresh_budget)
         return io.NodeOutput(RhymeFlowSamplerObject(settings, preset, source=cls.hidden.unique_id))

@@ -126,6 +126,20 @@ class ContextCache:
             return self._prefetch.load(signature, blocks, block, *self.scratch[signature])
         return blocks[block]
 
+    def keep_rows(self, signature: tuple, block: int, buffers: tuple[torch.Tensor, ...], positions: torch.Tensor,
+                  dim: int) -> None:
+        """Rows `positions` of `buffers` (as `load` returned them, after a partial pass rewrote them) stay for the
+        group's later loads. A resident cache returned its own buffers, rewritten in place already; a host cache
+        gets them copied back (its buffers hold no scratch rows in front). A cache assembled for a different
+        batching keeps none: later passes read the rhythmic point's rows, as without partial passes."""
+        blocks = self.entries.get(signature)
+        if blocks is None or block >= len(blocks) or self._prefetch is None:
+            return
+        scratch, _ = self.scratch[signature]
+        host_positions = (positions - scratch).cpu()
+        for host, buf in zip(blocks[block], buffers, strict=True):
+            host.index_copy_(dim, host_positions, buf.index_select(dim, positions).to(host.device))
+
     def _assemble(self, signature: tuple, block: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """ComfyUI batched the conds differently than at the rhythmic point, or (MultiGPU CFG split) sent a
         cond to another device than the one that recorded it: gather each cond's rows into new buffers."""

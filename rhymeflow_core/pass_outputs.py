@@ -55,14 +55,18 @@ class PassOutputs:
             return out
         recording = run.plan.kind == "record"
         keyframes = window.local(run.plan.keyframes) if window is not None else run.plan.keyframes
-        nonkey = None if recording else _nonkey(out.shape[2], keyframes)
+        refresh = list(run.plan.refresh) if window is None else []   # a partial pass computed these frames too
+        nonkey = None if recording else _nonkey(out.shape[2], tuple(keyframes) + tuple(refresh))
         sigma = to["sigmas"].flatten()[0].to(out)   # the sampler's one sigma for this step
         for u, x_u, out_u in zip(uuids, _slices(x, uuids), _slices(out, uuids), strict=True):
             z = x_u[:, :out_u.shape[1]].to(out_u)   # image-to-video inputs carry extra channels after the latent's
             if recording:
                 self._rhythmic[u] = z - sigma * out_u
-            elif nonkey and u in self._rhythmic and self._rhythmic[u].shape == out_u.shape:
-                out_u[:, :, nonkey] = (z[:, :, nonkey] - self._rhythmic[u][:, :, nonkey]) / sigma
+            elif u in self._rhythmic and self._rhythmic[u].shape == out_u.shape:
+                if refresh:   # the sampler holds their fresh clean prediction for the rest of the group
+                    self._rhythmic[u][:, :, refresh] = z[:, :, refresh] - sigma * out_u[:, :, refresh]
+                if nonkey:
+                    out_u[:, :, nonkey] = (z[:, :, nonkey] - self._rhythmic[u][:, :, nonkey]) / sigma
             self._step[u] = (x_u, _honoured(to), out_u)
         return out
 

@@ -73,7 +73,9 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         # Filled from the rhythmic point like other active outputs, for guidance functions' whole-latent statistics.
         return run.outputs.keep(run, x, to, context_windows.unused_output(diffusion_model, x), window)
     # Every call is counted here, whatever it computes: rows are the video-token queries it sends through the blocks.
-    queries = frames if kind != ACTIVE else len(window.local(run.plan.keyframes) if window else run.plan.keyframes)
+    # A partial pass's refresh frames are queries too (docs/algorithm.md §11; never with context windows).
+    queries = frames if kind != ACTIVE else len(window.local(run.plan.keyframes) if window else run.plan.keyframes) + \
+        len(run.plan.refresh)
     rows = queries * per_frame * x.shape[0]
     if kind == FULL:
         run.report.count_call(kind, rows)

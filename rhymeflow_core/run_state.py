@@ -63,6 +63,9 @@ class PassPlan:
     """What the next model call should compute."""
     kind: str                                  # FULL (stock forward), RECORD (full + cache), ACTIVE
     keyframes: tuple[int, ...] = ()
+    # ACTIVE only: non-keyframes that are queries too (a partial pass, docs/algorithm.md §11); their fresh K/V
+    # overwrite their cached rows.
+    refresh: tuple[int, ...] = ()
 
 
 class RhymeFlowRun:
@@ -81,8 +84,8 @@ class RhymeFlowRun:
         self.step_caches = None                # the MODEL's step caches, found when the run starts (step_caches.py)
         self.outputs = PassOutputs()           # this step's and the rhythmic point's outputs (pass_outputs.py)
 
-    def set_plan(self, kind: str, keyframes=()) -> None:
-        self.plan = PassPlan(kind, tuple(keyframes))
+    def set_plan(self, kind: str, keyframes=(), refresh=()) -> None:
+        self.plan = PassPlan(kind, tuple(keyframes), tuple(refresh))
 
     @property
     def cache(self) -> ContextCache:

@@ -7,9 +7,13 @@ Per step i, by the schedule's role:
             non-keyframes jump (Euler, in sigma) straight to the end of the group;
   active    active pass on the keyframes; non-keyframes sit on their projected trajectory
             (linear in sigma between the rhythmic point and the group end) and are not updated.
+With `refresh_budget` > 0 (opt-in, docs/algorithm.md §11) an active pass is a partial pass: some
+non-keyframes, those whose clean prediction changed most between the last two full passes, are
+queries too; each takes its fresh prediction and re-jumps from where it is to the group end.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +23,7 @@ from tqdm.auto import trange
 from . import compat, context_windows, parallel
 from .errors import RhymeFlowInputError
 from .keyframes import KeyframeSpec, conditioned_frames, select_keyframes
-from .run_state import ACTIVE, FULL, KEY, RECORD, RhymeFlowRun
+from .run_state import ACTIVE, FULL, KEY, RECORD, ContextMode, RhymeFlowRun
 from .schedule import RHYTHMIC, WARMUP, ScheduleSettings, build_schedule, few_steps_warnings
 from .solvers import SOLVERS, make_solver
 
@@ -29,10 +33,15 @@ class SamplerSettings:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     keyframes: KeyframeSpec = field(default_factory=KeyframeSpec)
     solver: str = "uni_pc"
+    # Extra query frames of each active pass, as a fraction of the non-keyframes (docs/algorithm.md §11); 0: the paper.
+    refresh_budget: float = 0.0
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
             raise RhymeFlowInputError(f"unknown keyframe solver {self.solver!r}; use one of {', '.join(SOLVERS)}.")
+        if not 0.0 <= self.refresh_budget <= 1.0:   # also refuses NaN
+            raise RhymeFlowInputError(f"refresh_budget {self.refresh_budget!r} is outside 0..1; it is the share of the "
+                                      "non-keyframes an active pass refreshes (0: the paper's active passes).")
 
 
 def check_inputs(settings: SamplerSettings, latent_shape, sigmas: torch.Tensor) -> None:
@@ -51,6 +60,84 @@ def check_inputs(settings: SamplerSettings, latent_shape, sigmas: torch.Tensor) 
             f"set warmup_steps below {steps} (the release setting is 10 of 50, about 20%).")
     if bool((sigmas[:-1] <= 0).any()) or bool((sigmas[1:] > sigmas[:-1]).any()):
         raise RhymeFlowInputError("the SIGMAS must decrease and stay above 0 until the last one; use a standard scheduler node.")
+
+
+def check_refresh(settings: SamplerSettings, run: RhymeFlowRun, extra_args: dict, windows) -> None:
+    """Partial passes run on one GPU, with Wan's kv_cache passes and without context windows (docs/algorithm.md §11)."""
+    if not settings.refresh_budget:
+        return
+    to = extra_args.get("model_options", {}).get("transformer_options", {})
+    problem = (f"the {run.adapter.name} model family" if not run.adapter.partial_passes else
+               f"context={run.config.context}" if run.config.context != ContextMode.KV_CACHE else
+               "context windows" if windows else
+               "sequence-parallel sampling" if parallel.sequence_group(to) is not None else None)
+    if problem:
+        raise RhymeFlowInputError(f"refresh_budget > 0 (partial passes) is not supported with {problem}; it needs a Wan "
+                                  "model, context=kv_cache, one GPU and no context windows. Set refresh_budget to 0.")
+
+
+def refresh_count(budget: float, nonkey: int, index: int) -> int:
+    """Refresh frames of the `index`-th active pass: the run's first n passes refresh round(budget · nonkey · n) in
+    all, so a run's active rows are within half a frame of (keyframes + budget · nonkey) rows per active pass."""
+    def total(n):
+        return math.floor(budget * nonkey * n + 0.5)
+    return min(total(index + 1) - total(index), nonkey)
+
+
+class _Refresher:
+    """Chooses each active pass's refresh frames: the non-keyframes ranked by the relative change of their clean
+    prediction between the last two full passes, taken in turn (so each is refreshed before any is again)."""
+
+    def __init__(self, budget: float):
+        self.budget, self.passes, self.ranked, self.turn, self.last_full = budget, 0, [], 0, None
+
+    def after_pass(self, denoised: torch.Tensor, nonkey: list[int], role: str) -> None:
+        """Note a full pass's clean prediction; at a rhythmic point, rank the non-keyframes for its group."""
+        if not self.budget or role == ACTIVE:
+            return
+        if role == RHYTHMIC and nonkey and self.last_full is not None:
+            change = [float((denoised[:, :, f] - self.last_full[:, :, f]).norm() / (denoised[:, :, f].norm() + 1e-12))
+                      for f in nonkey]
+            self.ranked = [f for _, f in sorted(zip(change, nonkey, strict=True), key=lambda p: -p[0])]
+            self.turn = 0
+        self.last_full = denoised
+
+    def choose(self, nonkey: list[int]) -> tuple[int, ...]:
+        if not self.budget or not nonkey or len(self.ranked) != len(nonkey):
+            return ()
+        count = refresh_count(self.budget, len(nonkey), self.passes)
+        self.passes += 1
+        chosen = tuple(self.ranked[(self.turn + j) % len(nonkey)] for j in range(count))
+        self.turn += count
+        return chosen
+
+
+class _Group:
+    """The non-keyframes' current group: their rhythmic point (latent, clean prediction, sigma) and the group end."""
+
+    def __init__(self, x_in, denoised, sigma, sigma_end, writable: bool):
+        self.z_end = _euler_move(x_in, denoised, sigma, sigma_end)   # one jump over the group
+        if writable:   # partial passes rewrite the group's frames in place: not the step's own tensors
+            x_in, denoised = x_in.clone(), denoised.clone()
+        self.z_start, self.denoised, self.sigma, self.sigma_end = x_in, denoised, sigma, sigma_end
+
+    def project(self, x, nonkey: list[int], sigma) -> torch.Tensor:
+        """Latent trajectory projection: non-keyframes on the straight path of their group."""
+        x_in = x.clone()
+        x_in[:, :, nonkey] = _euler_move(_frames(self.z_start, nonkey), _frames(self.denoised, nonkey), self.sigma, sigma)
+        return x_in
+
+    def refresh(self, refresh, x_in, denoised, sigma) -> None:
+        """Refreshed non-keyframes take their fresh clean prediction for the rest of the group and re-jump (Euler,
+        in sigma) from where they are to the group end; their group start moves onto that same straight line, so
+        later active passes project them along it."""
+        if not refresh:
+            return
+        r = list(refresh)
+        z, d = _frames(x_in, r), _frames(denoised, r)
+        self.denoised[:, :, r] = d
+        self.z_start[:, :, r] = _euler_move(z, d, sigma, self.sigma)
+        self.z_end[:, :, r] = _euler_move(z, d, sigma, self.sigma_end)
 
 
 def find_run(extra_args: dict) -> RhymeFlowRun:
@@ -106,7 +193,8 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     settings = settings or SamplerSettings()
     run = find_run(extra_args)
     check_inputs(settings, x.shape, sigmas)
-    context_windows.windows_for(extra_args, x.shape)  # refuses windows RhymeFlow cannot follow
+    windows = context_windows.windows_for(extra_args, x.shape)  # refuses windows RhymeFlow cannot follow
+    check_refresh(settings, run, extra_args, windows)
     steps, frames = len(sigmas) - 1, x.shape[2]
     schedule = build_schedule(steps, settings.schedule)
     solver = make_solver(settings.solver, sigmas)
@@ -123,7 +211,8 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
 
     keyframes = list(range(frames))   # every frame is advanced by the solver until detection
     nonkey: list[int] = []
-    z_start = denoised_start = z_end = sigma_start = None  # the current group: its rhythmic point and endpoint
+    current: _Group | None = None   # the non-keyframes' current group
+    refresher, refresh = _Refresher(settings.refresh_budget), ()
     for i in trange(steps, disable=disable):
         compat.throw_if_interrupted()
         sigma, role = sigmas[i], schedule.role(i)
@@ -136,26 +225,26 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
             run.set_plan(RECORD if group.span > 1 and nonkey else FULL, keyframes)
             x_in = x
         else:
-            run.set_plan(ACTIVE, keyframes)
-            # Latent trajectory projection: non-keyframes on the straight path of their group.
-            x_in = x.clone()
-            x_in[:, :, nonkey] = _euler_move(_frames(z_start, nonkey), _frames(denoised_start, nonkey), sigma_start, sigma)
+            refresh = refresher.choose(nonkey)
+            run.set_plan(ACTIVE, keyframes, refresh)
+            x_in = current.project(x, nonkey, sigma)
 
         denoised = model(x_in, sigma * s_in, **extra_args)
 
         if i == schedule.detect_step:
             keyframes = _detect_keyframes(run, denoised, settings, extra_args)
             nonkey = sorted(set(range(frames)) - set(keyframes))
+        refresher.after_pass(denoised, nonkey, role)
         if role == RHYTHMIC:
-            z_start, denoised_start, sigma_start = x_in, denoised, sigma
-            z_end = _euler_move(x_in, denoised, sigma, sigmas[schedule.group_at(i).end])  # one jump over the group
+            current = _Group(x_in, denoised, sigma, sigmas[schedule.group_at(i).end], bool(settings.refresh_budget))
         if role == ACTIVE and nonkey:
+            current.refresh(refresh, x_in, denoised, sigma)
             denoised = denoised.clone()
-            denoised[:, :, nonkey] = _frames(denoised_start, nonkey)  # the group's clean prediction
+            denoised[:, :, nonkey] = _frames(current.denoised, nonkey)  # the group's clean prediction
 
         x_next = solver.step(i, x_in, denoised)
         if role != WARMUP and nonkey:
-            x_next[:, :, nonkey] = _frames(z_end, nonkey)
+            x_next[:, :, nonkey] = _frames(current.z_end, nonkey)
         clock.lap(x_next)
         if callback is not None:
             callback({"x": x_in, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})

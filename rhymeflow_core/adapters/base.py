@@ -48,6 +48,10 @@ class PassContext:
     signature: tuple           # the cond uuids of this call: cond and uncond keep separate caches (and windows, paired with each)
     cache_share: float = 1.0   # the whole cache over this call's share of it: every context window has its own
     group: parallel.SequenceGroup | None = None   # a Ulysses group larger than one (docs/multi_gpu.md §4), else None
+    # A partial pass (docs/algorithm.md §11): non-keyframes that are queries too. `key_frames` / `key_rows` then hold
+    # the keyframes followed by these frames; `refresh_at` are their rows' positions in the cached buffers.
+    refresh: tuple[int, ...] = ()
+    refresh_at: torch.Tensor | None = None
 
     @classmethod
     def build(cls, run: RhymeFlowRun, to: dict, frames: int, per_frame: int, device) -> PassContext:
@@ -65,12 +69,32 @@ class PassContext:
 
         key_frames, key_rows, nk_rows = run.row_index(("rows", frames, per_frame, keyframes), rows, device)
         mode = run.config.context if nk_rows.numel() else ContextMode.KEYFRAME_ONLY
-        return cls(run, to, run.plan.kind == RECORD, frames, per_frame, keyframes, key_frames, key_rows, nk_rows,
-                   mode, signature, cache_share)
+        ctx = cls(run, to, run.plan.kind == RECORD, frames, per_frame, keyframes, key_frames, key_rows, nk_rows,
+                  mode, signature, cache_share)
+        if run.plan.refresh and not ctx.recording:
+            ctx._add_refresh(run.plan.refresh, window is not None)
+        return ctx
+
+    def _add_refresh(self, refresh: tuple[int, ...], windowed: bool) -> None:
+        """Make `refresh` (non-keyframes) queries too; their rows' buffer positions follow the non-keyframe order."""
+        if windowed or self.mode != ContextMode.KV_CACHE:
+            raise RhymeFlowInputError(
+                f"partial passes (refresh_budget > 0) need context=kv_cache and no context windows (this pass: "
+                f"{self.mode}{', context windows' if windowed else ''}); set refresh_budget to 0 or change those settings.")
+        nonkey = sorted(set(range(self.frames)) - set(self.keyframes))
+        if not set(refresh) <= set(nonkey):
+            raise RuntimeError(f"RhymeFlow: refresh frames {refresh} are not all non-keyframes {nonkey}.")
+        device = self.key_rows.device
+        self.refresh = tuple(refresh)
+        self.key_frames = torch.as_tensor(list(self.keyframes) + list(refresh), dtype=torch.long, device=device)
+        self.key_rows = frame_rows(self.key_frames.tolist(), self.per_frame, device)
+        # Buffers hold [keyframe scratch rows, non-keyframe rows in frame order]: frame f sits at scratch + j·per_frame.
+        self.refresh_at = self.scratch + frame_rows([nonkey.index(f) for f in refresh], self.per_frame, device)
 
     @property
     def scratch(self) -> int:
-        return self.key_rows.numel()
+        """Keyframe rows: the free rows in front of the cached buffers (refresh rows are not among them)."""
+        return len(self.keyframes) * self.per_frame
 
     @property
     def cached(self) -> bool:
@@ -92,10 +116,15 @@ class PassContext:
         return self.run.cache_for(self.to, device).load(self.signature, block, device)
 
     def with_cached(self, block: int, *fresh: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, ...]:
-        """Fresh keyframe rows written into the scratch rows of `block`'s buffers: [keyframes, cached non-keyframes]."""
+        """Fresh keyframe rows written into the scratch rows of `block`'s buffers: [keyframes, cached non-keyframes].
+        In a partial pass `fresh` also holds the refresh frames' rows, after the keyframes' ones."""
         buffers = self.load(block, fresh[0].device)
         for buf, rows in zip(buffers, fresh, strict=True):
-            buf.narrow(dim, 0, self.scratch).copy_(rows)
+            buf.narrow(dim, 0, self.scratch).copy_(rows.narrow(dim, 0, self.scratch))
+            if self.refresh:   # a partial pass: the refresh frames' fresh rows replace their stale cached rows
+                buf.index_copy_(dim, self.refresh_at, rows.narrow(dim, self.scratch, rows.shape[dim] - self.scratch))
+        if self.refresh:   # and stay there for the group's later active passes
+            self.run.cache_for(self.to, fresh[0].device).keep_rows(self.signature, block, buffers, self.refresh_at, dim)
         return buffers
 
 
@@ -115,6 +144,8 @@ class ActivePassAdapter:
     diffusion_model_class: type | None = None
     # Whether `run_pass` honours `ctx.group` (sequence-parallel passes, docs/multi_gpu.md §4).
     sequence_parallel = False
+    # Whether `run_pass` honours `ctx.refresh` (partial passes, docs/algorithm.md §11): queries are `ctx.key_frames`.
+    partial_passes = False
 
     @classmethod
     def matches(cls, diffusion_model: torch.nn.Module) -> bool:
@@ -157,6 +188,9 @@ class ActivePassAdapter:
         return self.run_pass(diffusion_model, ctx, args, kwargs)
 
     def _prepare(self, diffusion_model, run: RhymeFlowRun, to: dict, args: tuple, kwargs: dict) -> PassContext:
+        if run.plan.refresh and not self.partial_passes:
+            raise RhymeFlowInputError(f"partial passes (refresh_budget > 0) support Wan only, not {self.name}; "
+                                      "set refresh_budget to 0.")
         self.check_call(diffusion_model, to, args, kwargs)
         _warn_block_patches(run, to)
         _warn_forward_patches(run, self.bypassed_modules(diffusion_model))
@@ -168,6 +202,8 @@ class ActivePassAdapter:
         if not self.sequence_parallel:
             raise RhymeFlowInputError(f"sequence-parallel RhymeFlow passes support Wan only, not {self.name}; "
                                       "run this model on one GPU per sampling run.")
+        if run.plan.refresh:
+            raise RhymeFlowInputError("partial passes (refresh_budget > 0) do not run sequence-parallel; set refresh_budget to 0.")
         ctx = self._prepare(diffusion_model, run, to, args, kwargs)
         ctx.group = group
         self.check_parallel(diffusion_model, ctx)
@@ -333,7 +369,7 @@ def _finish_from_hidden(blocks: SingleStreamBlocks, block, x, mod, q, hidden):
 
 
 def scatter_keyframes(out: torch.Tensor, ctx: PassContext) -> torch.Tensor:
-    """[B, C, M, H, W] keyframe outputs -> [B, C, F, H, W] with zeros at non-keyframes (never used)."""
+    """[B, C, M, H, W] query-frame outputs (`ctx.key_frames`) -> [B, C, F, H, W] with zeros at other frames (never used)."""
     full = out.new_zeros((out.shape[0], out.shape[1], ctx.frames) + tuple(out.shape[3:]))
     return full.index_copy_(2, ctx.key_frames, out)
 

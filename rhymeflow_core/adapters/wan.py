@@ -43,6 +43,7 @@ class WanAdapter(ActivePassAdapter):
                  "(ComfyUI WanModel)")
     diffusion_model_class = wan_model.WanModel   # exact: VACE, Camera, S2V, ... subclasses run their own forward_orig
     sequence_parallel = True
+    partial_passes = True
 
     @classmethod
     def check_model(cls, model_patcher) -> None:
@@ -118,7 +119,7 @@ class WanAdapter(ActivePassAdapter):
             out = blocks.active(wan.blocks, self._embed(wan, x.index_select(2, ctx.key_frames)))
         if ctx.recording:
             return wan.unpatchify(wan.head(out, e), (frames,) + grid_hw)[:, :, :frames, :h, :w]
-        out = wan.unpatchify(wan.head(out, e_key), (len(ctx.keyframes),) + grid_hw)[:, :, :, :h, :w]
+        out = wan.unpatchify(wan.head(out, e_key), (ctx.key_frames.numel(),) + grid_hw)[:, :, :, :h, :w]
         return scatter_keyframes(out, ctx)
 
     def _sharded(self, wan, ctx, x, e0, rope, cross):
@@ -139,20 +140,23 @@ class WanAdapter(ActivePassAdapter):
 
     @staticmethod
     def _rope(wan, ctx, dtype, grid_hw) -> dict:
-        """RoPE rows of this run's keyframe set (all rows, keyframe rows, cached-buffer rows), built once per run and device."""
+        """RoPE rows of this run's keyframe set (all rows, query rows, cached-buffer rows), built once per run and device."""
         device = ctx.key_rows.device
 
         def build():
             freqs = wan.rope_encode(ctx.frames, grid_hw[0] * wan.patch_size[1], grid_hw[1] * wan.patch_size[2],
                                     device=device, dtype=dtype, transformer_options=ctx.to)
             nonkey = sorted(set(range(ctx.frames)) - set(ctx.keyframes))
-            rope = {ALL: freqs, KEY: freqs[:, ctx.key_rows],
+            rope = {ALL: freqs, KEY: freqs[:, ctx.key_rows[:ctx.scratch]],   # the keyframes (a partial pass adds its own)
                     "buf_frames": torch.as_tensor(list(ctx.keyframes) + nonkey, dtype=torch.long, device=device)}
             if ctx.mode == ContextMode.HIDDEN_CACHE:  # cached buffers' rows: keyframes first, then non-keyframes
                 rope[BUF] = torch.cat([rope[KEY], freqs[:, ctx.nk_rows]], dim=1)
             return rope
 
-        return ctx.run.row_index(("wan-rope", ctx.frames, grid_hw, ctx.keyframes, dtype), build, device)
+        rope = ctx.run.row_index(("wan-rope", ctx.frames, grid_hw, ctx.keyframes, dtype), build, device)
+        if ctx.refresh:   # a partial pass's queries change from pass to pass: their rows are not memoised
+            rope = {**rope, KEY: rope[ALL][:, ctx.key_rows]}
+        return rope
 
     @staticmethod
     def _embed(wan, x):
