@@ -15,6 +15,7 @@ import torch
 from test_adapters import BATCH, CASES, FRAMES, QueryRows
 
 from helpers import key_err, patched, sample, sigmas_for
+from rhymeflow_core.cache import _Prefetcher
 from rhymeflow_core.errors import RhymeFlowInputError
 from rhymeflow_core.keyframes import KeyframeSpec
 from rhymeflow_core.report import observe
@@ -52,10 +53,19 @@ def _cached(run, block=0):
     return tuple(t.clone() for t in entry[block])
 
 
+def _on_host(run):
+    """The host placement's path (buffers without scratch rows, staged one block ahead), with plain CPU copies."""
+    cache = run.caches.first
+    cache.device, cache._prefetch = torch.device("cpu"), _Prefetcher(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("placement", ["resident", "host"])
 @pytest.mark.parametrize("case", WAN[:1] + WAN[-1:], ids=str)
-def test_refreshed_rows_stay_in_the_cache_as_a_rhythmic_point_would_record_them(case):
+def test_refreshed_rows_stay_in_the_cache_as_a_rhythmic_point_would_record_them(case, placement):
     old, new = case.inputs(seed=0), case.inputs(seed=1)
     run = case.new_run("kv_cache")
+    if placement == "host":
+        _on_host(run)
     case.run_pass(run, RECORD, KEYFRAMES, old)
     stale = _cached(run)
     run.set_plan(ACTIVE, KEYFRAMES, REFRESH)
@@ -68,12 +78,14 @@ def test_refreshed_rows_stay_in_the_cache_as_a_rhythmic_point_would_record_them(
     case.run_pass(fresh_run, RECORD, KEYFRAMES, new)
     fresh = _cached(fresh_run)
     per, scratch = case.per_frame, len(KEYFRAMES) * case.per_frame
+    lead = 0 if placement == "host" else scratch   # host buffers hold no scratch rows
     nonkey = [f for f in range(FRAMES) if f not in KEYFRAMES]
     for f in nonkey:
         at = slice(scratch + nonkey.index(f) * per, scratch + (nonkey.index(f) + 1) * per)
+        mine = slice(lead + nonkey.index(f) * per, lead + (nonkey.index(f) + 1) * per)
         for r, s, n in zip(refreshed, stale, fresh, strict=True):
-            expected = n if f in REFRESH else s
-            torch.testing.assert_close(r[:, at], expected[:, at], rtol=1e-5, atol=1e-5)
+            expected = n[:, at] if f in REFRESH else s[:, mine]
+            torch.testing.assert_close(r[:, mine], expected, rtol=1e-5, atol=1e-5)
     run.close()
     fresh_run.close()
 

@@ -41,8 +41,8 @@ class PassContext:
     frames: int
     per_frame: int
     keyframes: tuple[int, ...]
-    key_frames: torch.Tensor   # keyframe indices (long)
-    key_rows: torch.Tensor     # token rows of the keyframes
+    key_frames: torch.Tensor   # query frame indices (long): the keyframes, then any refresh frames
+    key_rows: torch.Tensor     # token rows of the query frames
     nk_rows: torch.Tensor      # token rows of the non-keyframes
     mode: ContextMode          # KEYFRAME_ONLY when the user asked for it or every frame is a keyframe
     signature: tuple           # the cond uuids of this call: cond and uncond keep separate caches (and windows, paired with each)
