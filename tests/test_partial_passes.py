@@ -90,30 +90,26 @@ def test_refreshed_rows_stay_in_the_cache_as_a_rhythmic_point_would_record_them(
     fresh_run.close()
 
 
-@pytest.mark.parametrize("case", OTHERS, ids=str)
-def test_other_families_refuse_partial_passes(case):
+def _partial_pass_after_record(case, context: str, match: str) -> None:
+    """A RECORD, then a partial pass that must be refused with `match`."""
     inp = case.inputs()
-    run = case.new_run("kv_cache")
+    run = case.new_run(context)
     case.run_pass(run, RECORD, KEYFRAMES, inp)
-    with pytest.raises(RhymeFlowInputError, match="partial passes .* Wan only"):
+    with pytest.raises(RhymeFlowInputError, match=match):
         run.set_plan(ACTIVE, KEYFRAMES, REFRESH)
         to = {"uuids": ["cond", "uncond"]}
         args, kwargs = case.call(inp, to)
         run.adapter.forward(case.dm, run, to, args, kwargs)
     run.close()
+
+
+@pytest.mark.parametrize("case", OTHERS, ids=str)
+def test_other_families_refuse_partial_passes(case):
+    _partial_pass_after_record(case, "kv_cache", "partial passes .* Wan only")
 
 
 def test_hidden_cache_refuses_partial_passes():
-    case = WAN[0]
-    inp = case.inputs()
-    run = case.new_run("hidden_cache")
-    case.run_pass(run, RECORD, KEYFRAMES, inp)
-    with pytest.raises(RhymeFlowInputError, match="kv_cache"):
-        run.set_plan(ACTIVE, KEYFRAMES, REFRESH)
-        to = {"uuids": ["cond", "uncond"]}
-        args, kwargs = case.call(inp, to)
-        run.adapter.forward(case.dm, run, to, args, kwargs)
-    run.close()
+    _partial_pass_after_record(WAN[0], "hidden_cache", "kv_cache")
 
 
 # ---- whole runs ----------------------------------------------------------------------------------

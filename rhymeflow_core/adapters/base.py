@@ -377,9 +377,11 @@ def scatter_keyframes(out: torch.Tensor, ctx: PassContext) -> torch.Tensor:
 def _warn_forward_patches(run: RhymeFlowRun, modules: Iterator[tuple[str, torch.nn.Module]]) -> None:
     """A patch that replaces a block module's `forward` (ModelPatcher.add_object_patch, e.g. KJNodes'
     Enhance-A-Video on `blocks.N.self_attn.forward`) cannot apply where the passes compute that module's
-    parts themselves; it needs every row, which an active pass does not have. Said once per run."""
-    if "forward_patches" in run.report.warnings:
+    parts themselves; it needs every row, which an active pass does not have. Object patches hold for the
+    whole run, so the blocks are looked at once per run, not in every pass."""
+    if run.memo.setdefault("forward_patches_checked", False):
         return
+    run.memo["forward_patches_checked"] = True
     patched = [name for name, module in modules if _forward_replaced(compat.compiled_module(module)[0])]
     if patched:
         more = f" and {len(patched) - 1} more" if len(patched) > 1 else ""
