@@ -45,6 +45,7 @@ class Method:
     context: str = "kv_cache"
     steps: int | None = None  # dense: its own step count (None: the reference's)
     threshold: float = 0.0  # easycache
+    refresh_budget: float = 0.0  # partial passes (docs/algorithm.md §11)
     note: str = ""
     group: str = "method"  # method | frontier
     results: list = field(default_factory=list)
@@ -56,6 +57,15 @@ def preset_methods(reference: int) -> list[Method]:
     return [Method(f"preset {name}", warmup=p.warmup_steps(reference), min_stride=p.min_stride, max_stride=p.max_stride,
                    note=f"warm-up {p.warmup_steps(reference)}, strides {p.min_stride}-{p.max_stride}")
             for name, p in PRESETS.items()]
+
+
+def partial_pass_methods(reference: int, budget: float = 0.25) -> list[Method]:
+    """Partial passes (refresh_budget, docs/algorithm.md §11) on the fast and balanced presets' schedules."""
+    rows = []
+    for m in preset_methods(reference)[1:]:
+        m.name, m.refresh_budget = f"{m.name} + refresh_budget {budget:g}", budget
+        rows.append(m)
+    return rows
 
 
 def ablation_methods() -> list[Method]:
@@ -75,7 +85,8 @@ def methods(reference: int, ablations: bool = False) -> list[Method]:
     frontier = [Method(f"dense, {n} steps", kind="dense", steps=n, group="frontier", note=f"{100 * n / reference:.0f} %")
                 for n in frontier_steps(reference)]
     easycache = Method("EasyCache", kind="easycache", note="threshold calibrated to preset balanced's cost")
-    return [*preset_methods(reference), easycache, *frontier, *(ablation_methods() if ablations else [])]
+    return [*preset_methods(reference), *partial_pass_methods(reference), easycache, *frontier,
+            *(ablation_methods() if ablations else [])]
 
 
 class PassCounter:
@@ -90,6 +101,23 @@ class PassCounter:
         self.handle.remove()
 
 
+def query_frames(report, frames: int) -> float:
+    """Mean query frames of the run's active passes, from the rows counted inside the model: the
+    keyframes, plus the refreshing non-keyframes of partial passes."""
+    calls, rows = report.model_calls, report.rows
+    full_calls = calls.get("full", 0) + calls.get("record", 0)
+    if not calls.get("active") or not full_calls or not rows.get("active"):
+        return float(len(report.keyframes))
+    frame_rows = (rows.get("full", 0) + rows.get("record", 0)) / full_calls / frames
+    return rows["active"] / calls["active"] / frame_rows
+
+
+def ratio_at(ratios: dict[int, float], m: float) -> float:
+    """This machine's active/full ratio at m query frames: linear through the measured counts."""
+    (m0, r0), (m1, r1) = sorted(ratios.items())[:2]
+    return r0 + (r1 - r0) * (m - m0) / (m1 - m0)
+
+
 def pass_costs(counter: PassCounter, report, ratios: dict[int, float], frames: int) -> tuple[float, float]:
     """Full-pass equivalents (at this machine's ratio, at a real-size model's ratio). RhymeFlow's own
     per-call counts (its recording and active passes run the blocks outside their module hooks), else
@@ -97,9 +125,9 @@ def pass_costs(counter: PassCounter, report, ratios: dict[int, float], frames: i
     if report is None:
         n = sum(1 for rows in counter.passes if rows >= counter.full_tokens)
         return float(n), float(n)
-    calls, m = report.model_calls, len(report.keyframes)
+    calls, m = report.model_calls, query_frames(report, frames)
     full = calls.get("full", 0) + calls.get("record", 0)
-    return full + calls.get("active", 0) * ratios[m], full + calls.get("active", 0) * real_ratio(m, frames)
+    return full + calls.get("active", 0) * ratio_at(ratios, m), full + calls.get("active", 0) * real_ratio(m, frames)
 
 
 def measure_active_cost(model, latent_shape, counts=(2, 4), repeat=5) -> dict[int, float]:
@@ -177,7 +205,8 @@ class Harness:
                 if method.kind == "rhymeflow":
                     settings = SamplerSettings(
                         ScheduleSettings(method.warmup, method.min_stride, method.max_stride, progressive=method.progressive),
-                        KeyframeSpec(method.strategy, method.count, seed=seed), self.profile.solver)
+                        KeyframeSpec(method.strategy, method.count, seed=seed), self.profile.solver,
+                        refresh_budget=method.refresh_budget)
                     video = self.sample(model, RhymeFlowSamplerObject(settings), prompt, seed, reference)
                 else:
                     video = self.dense(prompt, seed, method.steps or reference, model=model)
@@ -222,13 +251,14 @@ def score(h: Harness, m: Method, prompt: str, seed: int, reference: int, ref_vid
     return {**compare(video, ref_video), "cost": cost, "cost_real": cost_real, "seconds": seconds}
 
 
-def run_table(h: Harness, pairs, references, ratios, ablations: bool, selected=None) -> tuple[dict, dict]:
-    """{reference: [Method with results]}, {reference: mean seconds of the dense reference}."""
+def run_table(h: Harness, pairs, references, ratios, ablations: bool, selected=None, calibrate_on=None) -> tuple[dict, dict]:
+    """{reference: [Method with results]}, {reference: mean seconds of the dense reference}. EasyCache is
+    calibrated on `calibrate_on` (default the first pair), so every shard of a run gets the same threshold."""
     rows = {r: [m for m in methods(r, ablations) if selected is None or any(s in m.name for s in selected)]
             for r in references}
     for r, ms in rows.items():
         for m in (m for m in ms if m.kind == "easycache"):
-            m.threshold = calibrate_easycache(h, balanced_cost(r, ratios[2]), *pairs[0], r)
+            m.threshold = calibrate_easycache(h, balanced_cost(r, ratios[2]), *(calibrate_on or pairs[0]), r)
             m.note = f"threshold {m.threshold}, calibrated to preset balanced's cost"
     dense_seconds = {r: [] for r in references}
     start = time.perf_counter()
@@ -273,12 +303,20 @@ def parse_args(argv):
     ap.add_argument("--ablations", action="store_true", help="add the paper-setting ablations of the older table")
     ap.add_argument("--sensitivity", action="store_true", help="only the step-reduction sensitivity, per profile")
     ap.add_argument("--quick", action="store_true", help="one prompt, one seed, reference 20 (iteration)")
+    ap.add_argument("--shard", default=None, help="K/N: run every N-th prompt x seed pair from the K-th (1-based) and "
+                    "keep the per-pair results for --merge; N processes run the shards in parallel")
+    ap.add_argument("--merge", default=None, help="comma-separated --out folders of shards: combine them into --out")
     ap.add_argument("--out", default=str(PACK_DIR / "docs"))
     ap.add_argument("--redraw", action="store_true", help="only redraw fidelity.png from the fidelity.json in --out")
     args = ap.parse_args(argv)
     if args.quick:  # explicit --references still win
         args.prompts, args.seeds, args.references = 1, 1, args.references or "20"
     args.references = [int(r) for r in (args.references or ",".join(map(str, REFERENCES))).split(",")]
+    if args.shard:
+        k, _, n = args.shard.partition("/")
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            ap.error(f"--shard must be K/N with 1 <= K <= N, e.g. 1/2; got {args.shard!r}")
+        args.shard = (int(k), int(n))
     return args
 
 
@@ -289,12 +327,17 @@ def main(argv=None) -> None:
     out = Path(args.out)
     if args.redraw:
         return fidelity_report.redraw(out)
+    if args.merge:
+        return fidelity_report.merge([Path(d) for d in args.merge.split(",")], out, argv if argv is not None else sys.argv[1:])
     bootstrap()
     logging.basicConfig(level=logging.ERROR)
     from tools.headless import load_nodes
     load_nodes()
     prompts = PROMPT_SETS[args.prompt_set][: args.prompts]
     pairs = [(p, s) for p in prompts for s in SEEDS[: args.seeds]]
+    first = pairs[0]
+    if args.shard:
+        pairs = pairs[args.shard[0] - 1:: args.shard[1]]
     start = time.perf_counter()
     if args.sensitivity:
         profiles = [p.strip() for p in args.profiles.split(",")]
@@ -306,9 +349,11 @@ def main(argv=None) -> None:
     print(f"active/full cost on this machine: {ratios}", flush=True)
     references = args.references
     selected = [s.strip() for s in args.methods.split(",")] if args.methods else None
-    rows, dense_seconds = run_table(h, pairs, references, ratios, args.ablations, selected)
+    rows, dense_seconds = run_table(h, pairs, references, ratios, args.ablations, selected, first)
     meta = {**_meta(args, argv, pairs, h, start), "active_cost": ratios, "dense_seconds": dense_seconds,
             "real_ratio": {m: real_ratio(m, h.frames) for m in ratios}}
+    if args.shard:
+        fidelity_report.write_shard(rows, meta, out)
     fidelity_report.write_outputs(fidelity_report.summarise(rows), meta, out)
     print((out / "fidelity_table.md").read_text())
 

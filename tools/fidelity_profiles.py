@@ -80,6 +80,31 @@ BUSY_PROMPTS = [
     "and an orange triangle stays",
     "a green circle moves right and a magenta triangle bounces and a yellow square stays; then a red circle falls "
     "and a white square moves left",
+    # 5-16: the same make-up (three shapes, then a cut or fade to two or three more) for the 16-prompt run of issue 17.
+    "a blue triangle moves right and an orange circle falls and a cyan square stays; then a white triangle bounces "
+    "and a red square moves up",
+    "a yellow square moves down and a green circle bounces and a magenta triangle moves left; fade to a blue circle "
+    "stays and an orange square moves right and a white triangle falls",
+    "a red triangle stays and a white square moves right and a cyan circle moves down; then a green square bounces "
+    "and a yellow triangle moves left",
+    "a magenta circle falls and a blue square moves up and an orange triangle moves right; fade to a red circle "
+    "moves left and a green triangle stays",
+    "a cyan triangle bounces and a yellow circle moves left and a red square falls; then a white circle moves right "
+    "and a blue triangle moves down and a magenta square stays",
+    "a white square moves up and an orange triangle moves down and a green circle stays; fade to a cyan square "
+    "bounces and a red triangle moves right",
+    "a blue circle moves left and a red triangle bounces and a yellow square moves right; then a magenta circle "
+    "falls and a green square moves up",
+    "an orange circle stays and a cyan square falls and a white triangle moves left; fade to a yellow circle moves "
+    "down and a blue square bounces and a red triangle stays",
+    "a green triangle moves down and a magenta square moves right and a blue circle bounces; then an orange square "
+    "moves left and a white circle falls",
+    "a red circle bounces and a yellow triangle stays and a cyan square moves up; fade to a green circle moves left "
+    "and a magenta triangle falls",
+    "a white triangle falls and a blue square stays and an orange circle moves right; then a red square bounces and "
+    "a cyan triangle moves down and a yellow circle moves left",
+    "a magenta square moves left and a green circle moves up and a white triangle bounces; fade to an orange triangle "
+    "stays and a blue circle moves right",
 ]
 # `mixed`: one, two and three shapes (the last with a cut), for small runs across profiles.
 PROMPT_SETS = {"all": PROMPTS, "simple": PROMPTS[:7], "mixed": PROMPTS[2::6], "busy": BUSY_PROMPTS}

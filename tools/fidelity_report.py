@@ -106,6 +106,44 @@ def write_outputs(summary: list[dict], meta: dict, out: Path) -> None:
     chart(summary, data["meta"], out / "fidelity.png")
 
 
+SHARD = "fidelity_shard.json"
+
+
+def write_shard(rows: dict, meta: dict, out: Path) -> None:
+    """A shard's per-pair results, for `--merge` (python -m tools.fidelity --shard K/N)."""
+    out.mkdir(parents=True, exist_ok=True)
+    raw = [{"reference": r, "method": m.name, "group": m.group, "note": m.note, "steps": m.steps, "results": m.results}
+           for r, ms in rows.items() for m in ms]
+    (out / SHARD).write_text(json.dumps({"meta": meta, "rows": raw}) + "\n")
+
+
+def merge(shards: list[Path], out: Path, argv) -> None:
+    """Combine shards' per-pair results into one table, as if one process had run every pair."""
+    from types import SimpleNamespace
+    data = [json.loads((d / SHARD).read_text()) for d in shards]
+    rows: dict[int, list] = {}
+    for d in data:
+        for raw in d["rows"]:
+            ms = rows.setdefault(raw["reference"], [])
+            m = next((m for m in ms if m.name == raw["method"]), None)
+            if m is None:
+                m = SimpleNamespace(name=raw["method"], group=raw["group"], note=raw["note"], steps=raw["steps"], results=[])
+                ms.append(m)
+            m.results += raw["results"]
+    metas = [d["meta"] for d in data]
+    pairs = sum(m["pairs"] for m in metas)
+
+    def weighted(key):  # per-reference (or per-M) means, weighted by each shard's pairs
+        return {k: sum(m[key][k] * m["pairs"] for m in metas) / pairs for k in metas[0][key]}
+    meta = {**metas[0], "pairs": pairs, "minutes": max(m["minutes"] for m in metas),
+            "command": " && ".join(m["command"] for m in metas) + " (in parallel), then python -m tools.fidelity "
+                       + " ".join(argv),
+            "prompts": list(dict.fromkeys(p for m in metas for p in m["prompts"])),
+            "seeds": sorted({s for m in metas for s in m["seeds"]}),
+            "dense_seconds": weighted("dense_seconds"), "active_cost": weighted("active_cost")}
+    write_outputs(summarise(rows), meta, out)
+
+
 def redraw(out: Path) -> None:
     from tools.fidelity_chart import chart
     data = json.loads((out / "fidelity.json").read_text())
