@@ -119,7 +119,8 @@ def report_event(run: report.RunReport) -> dict:
     preset = run.preset if run.preset in PRESET_NAMES and resolve_schedule(run.preset, run.schedule, run.steps) == run.schedule \
         else CUSTOM
     view = schedule_view(run.steps, run.frames, preset, run.schedule, run.keyframe_spec, run.keyframes,
-                         steps_source="the run", frames_source="the run")
+                         steps_source="the run", frames_source="the run",
+                         refresh_budget=run.refresh_budget, chosen_refresh=run.refreshed)
     view["preset"] = run.preset
     data = run.to_json()
     view["lines"].append(run_line(data))

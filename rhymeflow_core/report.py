@@ -31,6 +31,13 @@ class RunReport:
     warmup_steps: int = 0                   # the schedule the run used (a preset resolved for its step count)
     full_passes: int = 0                    # steps the schedule runs as full passes (warm-up and rhythmic points)
     active_passes: int = 0                  # steps that compute only the keyframes
+    refresh_budget: float = 0.0             # partial passes (docs/algorithm.md §11); 0: the paper's active passes
+    refreshed: list[list[int]] = field(default_factory=list)    # with a budget, per step: the non-keyframes it refreshed
+
+    @property
+    def refreshes(self) -> int:
+        """Non-keyframe refreshes in the run's partial passes (frames, summed over the active passes)."""
+        return sum(map(len, self.refreshed))
     keyframes: list[int] = field(default_factory=list)
     conditioned_frames: list[int] = field(default_factory=list)   # frames an image or noise mask fixes (always keyframes)
     # Counted inside the diffusion model, by what each call computed: "full" (stock forward),
@@ -112,6 +119,9 @@ def deliver(report: RunReport) -> None:
         log.info("RhymeFlow: %d steps, %d full / %d active passes, keyframes %s, sampler %.2f s, cache peak %.1f MB",
                  report.steps, report.full_passes, report.active_passes, report.keyframes, report.sampler_seconds,
                  report.cache_peak_bytes / 1e6)
+        if report.refresh_budget:
+            log.info("RhymeFlow: partial passes (refresh_budget %g) refreshed %d non-keyframe frames over %d active passes",
+                     report.refresh_budget, report.refreshes, report.active_passes)
     with _lock:
         observers = list(_observers.values())
     for fn in observers:

@@ -86,10 +86,12 @@ def refresh_count(budget: float, nonkey: int, index: int) -> int:
 
 class _Refresher:
     """Chooses each active pass's refresh frames: the non-keyframes ranked by the relative change of their clean
-    prediction between the last two full passes, taken in turn (so each is refreshed before any is again)."""
+    prediction between the last two full passes, taken in turn (so each is refreshed before any is again).
+    `refreshed` holds, per step, the frames chosen (the run report's; empty without a budget)."""
 
-    def __init__(self, budget: float):
+    def __init__(self, budget: float, steps: int):
         self.budget, self.passes, self.ranked, self.turn, self.last_full = budget, 0, [], 0, None
+        self.refreshed: list[list[int]] = [[] for _ in range(steps)] if budget else []
 
     def after_pass(self, denoised: torch.Tensor, nonkey: list[int], role: str) -> None:
         """Note a full pass's clean prediction; at a rhythmic point, rank the non-keyframes for its group."""
@@ -102,13 +104,14 @@ class _Refresher:
             self.turn = 0
         self.last_full = denoised
 
-    def choose(self, nonkey: list[int]) -> tuple[int, ...]:
+    def choose(self, nonkey: list[int], step: int) -> tuple[int, ...]:
         if not self.budget or not nonkey or len(self.ranked) != len(nonkey):
             return ()
         count = refresh_count(self.budget, len(nonkey), self.passes)
         self.passes += 1
         chosen = tuple(self.ranked[(self.turn + j) % len(nonkey)] for j in range(count))
         self.turn += count
+        self.refreshed[step] = sorted(chosen)
         return chosen
 
 
@@ -212,7 +215,8 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     keyframes = list(range(frames))   # every frame is advanced by the solver until detection
     nonkey: list[int] = []
     current: _Group | None = None   # the non-keyframes' current group
-    refresher, refresh = _Refresher(settings.refresh_budget), ()
+    refresher, refresh = _Refresher(settings.refresh_budget, steps), ()
+    report.refresh_budget, report.refreshed = settings.refresh_budget, refresher.refreshed
     for i in trange(steps, disable=disable):
         compat.throw_if_interrupted()
         sigma, role = sigmas[i], schedule.role(i)
@@ -225,7 +229,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
             run.set_plan(RECORD if group.span > 1 and nonkey else FULL, keyframes)
             x_in = x
         else:
-            refresh = refresher.choose(nonkey)
+            refresh = refresher.choose(nonkey, i)
             run.set_plan(ACTIVE, keyframes, refresh)
             x_in = current.project(x, nonkey, sigma)
 

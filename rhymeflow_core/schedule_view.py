@@ -18,7 +18,7 @@ import torch
 from .errors import RhymeFlowInputError
 from .keyframes import STRATEGIES, KeyframeSpec, parse_manual_frames, select_keyframes
 from .presets import CUSTOM, PRESET_NAMES, PRESETS, resolve_schedule
-from .sampling_loop import SamplerSettings, check_inputs
+from .sampling_loop import SamplerSettings, check_inputs, refresh_count
 from .schedule import ScheduleSettings, build_schedule
 
 # Cost of an active pass as a fraction of a full pass, by keyframe count M: measured for Wan 2.1
@@ -48,8 +48,10 @@ LEGEND = (
     ("active", "#36b3d6", "active pass (keyframes only)"),
     ("skipped", "#1c2830", "skipped (non-keyframe)"),
     ("keyframe", "#ffffff", "keyframe tick / line where they are chosen"),
+    ("refresh", "#2a6f86", "refreshed non-keyframe (partial pass)"),
 )
 COLORS = {key: color for key, color, _ in LEGEND} | {"grid": "#0e1418"}
+PARTIAL_ONLY = ("refresh",)   # legend entries shown only when the view has partial passes
 
 # ---- how the host sizes a video latent: (pixel frames - 1) // temporal factor + 1 -----------------
 # Latent nodes of the model families RhymeFlow runs, by class: the widget holding the pixel frame
@@ -120,11 +122,32 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+def planned_refresh(plan, frames: int, keyframes: list[int], pending: int, budget: float) -> list[list[int]]:
+    """Per step, the frames its partial pass refreshes, as the sampler counts them (`refresh_count`); [] without
+    a budget. Which frames is chosen by content at each rhythmic point (most-changed first, docs/algorithm.md
+    §11); before a run the view stands in the non-keyframes in turn, so the drawing shows how many."""
+    keys = set(keyframes)
+    nonkey = [f for f in range(frames) if f not in keys][: max(0, frames - len(keyframes) - pending)]
+    if not budget or not nonkey:
+        return []
+    out: list[list[int]] = [[] for _ in range(plan.steps)]
+    passes = 0
+    for group in plan.groups:
+        turn = 0
+        for i in range(group.start + 1, group.end):
+            count = refresh_count(budget, len(nonkey), passes)
+            out[i] = sorted(nonkey[(turn + j) % len(nonkey)] for j in range(count))
+            passes, turn = passes + 1, turn + count
+    return out
+
+
 def schedule_view(steps: int, frames: int, preset: str = CUSTOM, schedule: ScheduleSettings = ScheduleSettings(),
                   keyframes: KeyframeSpec = KeyframeSpec(), chosen: list[int] | None = None,
-                  steps_source: str = "", frames_source: str = "", assumed: tuple[str, ...] = ()) -> dict:
+                  steps_source: str = "", frames_source: str = "", assumed: tuple[str, ...] = (),
+                  refresh_budget: float = 0.0, chosen_refresh: list[list[int]] | None = None) -> dict:
     """The view's data for a sampler with these settings. `*_source` say where the counts came from;
-    `assumed` names the counts that are stand-ins because the graph does not tell."""
+    `assumed` names the counts that are stand-ins because the graph does not tell. With a refresh
+    budget, `chosen_refresh` is what a run refreshed (per step), else the view plans it."""
     settings = resolve_schedule(preset, schedule, steps)
     plan = build_schedule(steps, settings)
     warnings = []
@@ -135,7 +158,10 @@ def schedule_view(steps: int, frames: int, preset: str = CUSTOM, schedule: Sched
         warnings.append(str(e))
         known, pending = (sorted(chosen), 0) if chosen else ([0, frames - 1] if frames > 1 else [0], 0)
     count = len(known) + pending
-    cost = active_cost(count, frames)
+    refresh = chosen_refresh if chosen_refresh else planned_refresh(plan, frames, known, pending, refresh_budget)
+    refreshes = sum(map(len, refresh))
+    queries = count + (refreshes / plan.active_passes if plan.active_passes else 0.0)   # mean query frames per active pass
+    cost = active_cost(queries, frames)
     speedup = plan.ideal_speedup(cost)
     stride_schedule = "progressive" if settings.progressive else "fixed"
     preset_values = {} if preset == CUSTOM else {
@@ -163,7 +189,13 @@ def schedule_view(steps: int, frames: int, preset: str = CUSTOM, schedule: Sched
         warmup_note = f" (warmup_steps {settings.warmup_steps} cut to {plan.warmup}: one step must remain)"
     lines.append(f"full passes {plan.full_passes} = warm-up {plan.warmup}{warmup_note} + rhythmic {len(plan.groups)}; "
                  f"active passes {plan.active_passes}")
-    lines.append(f"ideal speedup {speedup:.2f}x ({ACTIVE_COST_SOURCE.format(cost=cost, m=count)})")
+    if refresh_budget:
+        nonkey = max(0, frames - count)
+        lines.append(f"partial passes: refresh_budget {_fmt(refresh_budget)} of {nonkey} non-keyframes, "
+                     f"{refreshes} refreshes over {plan.active_passes} active passes ({queries:.2f} query frames each); "
+                     + ("the frames the last run refreshed" if chosen_refresh else
+                        "which frames is chosen by content at each rhythmic point"))
+    lines.append(f"ideal speedup {speedup:.2f}x ({ACTIVE_COST_SOURCE.format(cost=cost, m=_fmt(round(queries, 2)))})")
     picked = f" + {pending} picked by content at the end of step {plan.detect_step + 1}" if pending else ""
     lines.append(f"keyframes {'chosen in the last run' if chosen else 'planned'}: [{', '.join(map(str, known))}]{picked}")
     return {
@@ -174,11 +206,13 @@ def schedule_view(steps: int, frames: int, preset: str = CUSTOM, schedule: Sched
         "roles": plan.roles(), "groups": [[g.start, g.end] for g in plan.groups], "detect_step": plan.detect_step,
         "full_passes": plan.full_passes, "active_passes": plan.active_passes,
         "keyframes": known, "keyframes_pending": pending, "keyframes_source": source,
-        "active_cost": cost, "active_cost_note": ACTIVE_COST_SOURCE.format(cost=cost, m=count),
+        "active_cost": cost, "active_cost_note": ACTIVE_COST_SOURCE.format(cost=cost, m=_fmt(round(queries, 2))),
+        "refresh_budget": refresh_budget, "refresh": refresh, "refresh_source": "chosen" if chosen_refresh else "planned",
         "ideal_speedup": speedup, "warnings": warnings,
         "steps_source": steps_source, "frames_source": frames_source, "assumed": list(assumed),
         "preset_widgets": list(PRESET_WIDGETS), "preset_values": preset_values,
-        "lines": lines, "legend": [{"key": k, "color": c, "label": label} for k, c, label in LEGEND], "colors": COLORS,
+        "lines": lines, "colors": COLORS,
+        "legend": [{"key": k, "color": c, "label": label} for k, c, label in LEGEND if refreshes or k not in PARTIAL_ONLY],
     }
 
 
@@ -200,7 +234,7 @@ def run_line(report: dict) -> str:
 # as chains (nearest first) of {"class_type", "slot", "widgets"}: `sigmas` (or the KSampler itself),
 # `latent` and `model`. Explicit `steps` / `frames` (latent frames) or `length` + `family` also work.
 TOP_LEVEL = frozenset(("steps", "frames", "length", "family", "sigmas", "latent", "model", "preset", "keyframes",
-                       "chosen_keyframes", "stride_schedule", *WIDGET_LIMITS))
+                       "chosen_keyframes", "stride_schedule", "refresh_budget", *WIDGET_LIMITS))
 KEYFRAME_FIELDS = frozenset(("strategy", "count", "similarity_threshold", "min_gap", "manual_frames"))
 
 
@@ -434,6 +468,7 @@ def view_from_request(data: dict) -> dict:
         progressive=_choice(data.get("stride_schedule", "progressive"), "stride_schedule", ("progressive", "fixed"))
         == "progressive")
     preset = _choice(data.get("preset", CUSTOM), "preset", PRESET_NAMES)
+    refresh_budget = _float(data.get("refresh_budget", 0.0), "refresh_budget", 0.0, 1.0)
     spec = keyframe_spec_from(data.get("keyframes"))
     steps, steps_source, frames, frames_source, assumed = _counts(data)
     chosen = data.get("chosen_keyframes")
@@ -448,5 +483,6 @@ def view_from_request(data: dict) -> dict:
         if len(set(chosen)) != len(chosen):
             _fail(f"{rule}; the list repeats a frame.")
     return schedule_view(steps=steps, frames=frames, preset=preset, schedule=schedule, keyframes=spec,
-                         chosen=chosen or None, steps_source=steps_source, frames_source=frames_source, assumed=assumed)
+                         chosen=chosen or None, steps_source=steps_source, frames_source=frames_source, assumed=assumed,
+                         refresh_budget=refresh_budget)
 

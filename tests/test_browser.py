@@ -171,6 +171,10 @@ def test_schedule_view_in_the_browser(comfy_server, mode):
     assert new["warmup"] == "3" and new["roles"].split(",")[:4] == ["warmup"] * 3 + ["rhythmic"]
     assert (new["full"], new["active"]) == ("5", "5")  # 10 steps, warm-up 3, strides 3-5: groups [3, 6) and [6, 10)
     assert seen["warmupUpdateMs"] < 3000 and seen["queueDuringEdits"] == 0  # redrawn without queueing
+    # Partial passes: 11 non-keyframes x 0.25 x 5 active passes = 13.75, i.e. 14 refreshed cells in the active columns.
+    partial, no_partial = seen["partial"], seen["noPartial"]
+    assert partial["refreshes"] == "14" and partial["legend"] == 6 and no_partial["legend"] == 5
+    assert "partial passes: refresh_budget 0.25 of 11 non-keyframes, 14 refreshes over 5 active passes" in partial["text"]
     no_warmup = seen["noWarmup"]  # warm-up 0: step 0 is drawn as warm-up, and the caption says why
     assert no_warmup["roles"].split(",")[0] == "warmup" and "warm-up 1 (warmup_steps 0" in no_warmup["text"]
 

@@ -31,7 +31,7 @@ def test_real_size_ratio_scales_with_the_rows():
 
 @pytest.mark.slow
 def test_harness_runs_end_to_end_on_a_subset(tmp_path):
-    fidelity.main(["--quick", "--references", "8", "--methods", "balanced,dense", "--out", str(tmp_path)])
+    fidelity.main(["--quick", "--references", "8", "--methods", "balanced,dense", "--out", str(tmp_path)])  # + its partial passes
     data = json.loads((tmp_path / "fidelity.json").read_text())
     rows = {r["method"]: r for r in data["rows"]}
     balanced = rows["preset balanced"]
@@ -46,5 +46,47 @@ def test_harness_runs_end_to_end_on_a_subset(tmp_path):
     assert len(frontier) == len(frontier_steps(8)) and all(r["cost"] == r["steps"] for r in frontier)
     for r in rows.values():
         assert r["n"] == 1 and 5 < r["psnr"] < 100 and 0 < r["ssim"] <= 1
+    partial = rows["preset balanced + refresh_budget 0.25"]   # partial passes: more query rows per active pass
+    assert balanced["cost_real"] < partial["cost_real"] < balanced["cost_real"] + schedule.active_passes * real_ratio(11, 13)
     assert "Δ dB here" in (tmp_path / "fidelity.md").read_text()
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
+
+
+def _shard(out, seed, rows):
+    from tools import fidelity_report
+    meta = {"command": f"python -m tools.fidelity --shard {seed}/2", "date": "2026-11-30", "commit": "x", "device": "cpu",
+            "profile": "wan", "shift": 8, "cfg": 6, "solver": "uni_pc", "frames": 13, "pairs": 1, "prompts": ["p"],
+            "seeds": [seed], "prompt_set": "busy", "minutes": 1.0, "active_cost": {2: 0.2, 4: 0.3},
+            "dense_seconds": {30: 2.0 * seed}, "real_ratio": {2: 0.18, 4: 0.35}}
+    fidelity_report.write_shard({30: rows}, meta, out)
+
+
+def _result(psnr, cost):
+    return {"psnr": psnr, "ssim": 0.5, "temporal_error": 0.3, "cost": cost, "cost_real": cost, "seconds": 1.0}
+
+
+def test_shards_merge_into_one_table_and_a_later_row_keeps_its_own_count(tmp_path):
+    from tools import fidelity_report
+    dense = lambda psnr: fidelity.Method("dense, 15 steps", kind="dense", steps=15, group="frontier",
+                                         results=[_result(psnr, 15.0)])
+    _shard(tmp_path / "a", 1, [dense(12.0), fidelity.Method("preset balanced", results=[_result(13.0, 15.0)])])
+    _shard(tmp_path / "b", 2, [dense(14.0), fidelity.Method("preset balanced", results=[_result(15.0, 15.0)])])
+    _shard(tmp_path / "c", 1, [fidelity.Method("custom 2.5x", results=[_result(11.0, 12.0)])])   # a later, one-row run
+    fidelity_report.merge([tmp_path / d for d in "abc"], tmp_path / "m", ["--merge", "a,b,c"])
+    data = json.loads((tmp_path / "m" / "fidelity.json").read_text())
+    rows = {r["method"]: r for r in data["rows"]}
+    assert (rows["dense, 15 steps"]["n"], rows["dense, 15 steps"]["psnr"]) == (2, 13.0)
+    assert (rows["preset balanced"]["n"], rows["preset balanced"]["psnr"]) == (2, 14.0)
+    assert rows["custom 2.5x"]["n"] == 1 and data["meta"]["pairs"] == 2 and data["meta"]["seeds"] == [1, 2]
+    assert "3 processes, 3.0 process-minutes" in (tmp_path / "m" / "fidelity.md").read_text()
+
+
+def test_partial_pass_cost_counts_the_rows_the_model_computed():
+    from rhymeflow_core.report import RunReport
+    # 13 frames of 64 rows, CFG batch 2: a full call 1664 rows; active calls with 2 keyframes plus 9 refreshes in 6 calls.
+    report = RunReport(keyframes=[0, 12], model_calls={"full": 4, "record": 2, "active": 6},
+                       rows={"full": 4 * 1664, "record": 2 * 1664, "active": (6 * 2 + 9) * 128})
+    assert fidelity.query_frames(report, 13) == pytest.approx(3.5)
+    assert fidelity.ratio_at({2: 0.2, 4: 0.3}, 3.5) == pytest.approx(0.275)
+    here, real = fidelity.pass_costs(None, report, {2: 0.2, 4: 0.3}, 13)
+    assert here == pytest.approx(6 + 6 * 0.275) and real == pytest.approx(6 + 6 * real_ratio(3.5, 13))

@@ -143,6 +143,10 @@ def test_a_budget_lands_within_5_percent_of_its_target_cost(budget):
     assert abs(report.rows["active"] - target) <= 0.05 * target
     assert report.rows["active"] > schedule.active_passes * calls_per_step * keys * per_call, "partial passes ran"
     assert sum(calls) == sum(report.rows.values()), "the report counts the rows the model saw"
+    refreshed = report.rows["active"] - schedule.active_passes * calls_per_step * keys * per_call
+    assert report.refreshes * calls_per_step * per_call == refreshed, "the report names every refreshed frame the model ran"
+    assert all(not set(frames) & set(report.keyframes) for frames in report.refreshed)
+    assert [bool(f) for f in report.refreshed] == [schedule.role(i) == "active" for i in range(STEPS)]
     assert case.per_frame * 2 == per_call * calls_per_step   # CFG's cond and uncond rows, batched or not
 
 

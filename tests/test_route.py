@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from helpers import install_fake_server
+from rhymeflow_core.sampling_loop import refresh_count
 from rhymeflow_core.schedule import build_schedule
-from rhymeflow_core.schedule_view import LATENT_NODES, MAX_FRAMES, MAX_STEPS, latent_frames, run_line, view_from_request
+from rhymeflow_core.schedule_view import LATENT_NODES, MAX_FRAMES, MAX_STEPS, active_cost, latent_frames, run_line, view_from_request
 
 PACK = Path(__file__).resolve().parents[1]
 CPU_BUDGET = 0.100  # seconds of server CPU per request: the handler's thread, from the request to its response
@@ -106,6 +107,8 @@ MALFORMED = {
     "chosen keyframes as text": {"chosen_keyframes": "0,12"},
     "chosen keyframes booleans": {"frames": 13, "chosen_keyframes": [True, 12]},
     "chosen keyframes empty": {"chosen_keyframes": []},
+    "refresh budget above 1": {"refresh_budget": 1.5},
+    "refresh budget as text": {"refresh_budget": "0.25"},
     "steps and sigmas": {"steps": 30, "sigmas": [{"class_type": "BasicScheduler", "widgets": {"steps": 30}}]},
     "frames and latent": {"frames": 13, "latent": [{"class_type": "EmptyHunyuanLatentVideo", "widgets": {"length": 49}}]},
     "length without family": {"length": 49},
@@ -157,13 +160,14 @@ def _valid_body(rng: random.Random) -> dict:
                                                                                "denoise": 1.0}}],
             "latent": [{"class_type": "EmptyHunyuanLatentVideo", "slot": 0, "widgets": {"length": rng.choice([5, 49, 81])}}],
             "warmup_steps": 1, "min_stride": 3, "max_stride": 5, "transition_1": 0.3, "transition_2": 0.7,
-            "stride_schedule": "progressive", "preset": rng.choice(["custom", "balanced"]),
+            "stride_schedule": "progressive", "preset": rng.choice(["custom", "balanced"]), "refresh_budget": rng.choice([0, 0.25]),
             "keyframes": {"strategy": "uniform", "count": 2, "similarity_threshold": 0.98, "min_gap": 1, "manual_frames": ""}}
 
 
 # For each field a value it can never take: a mutated valid body must come back 400.
 BAD_VALUES = [None, "x", -1, 1.5, 1e300, True, [], {}, [1, "a"], {"a": {"b": 1}}, "9" * 300]
 PATHS = [("warmup_steps",), ("min_stride",), ("max_stride",), ("transition_1",), ("stride_schedule",), ("preset",),
+         ("refresh_budget",),
          ("keyframes", "strategy"), ("keyframes", "count"), ("keyframes", "min_gap"), ("keyframes", "similarity_threshold"),
          ("sigmas",), ("sigmas", 0, "widgets", "steps"), ("sigmas", 0, "class_type"), ("latent",),
          ("latent", 0, "widgets", "length"), ("latent", 0, "slot")]
@@ -351,6 +355,19 @@ def test_labels_match_the_drawing():
     assert all(view["colors"][item["key"]] == item["color"] for item in view["legend"])
 
 
+def test_partial_passes_are_drawn_and_priced_as_the_sampler_runs_them():
+    base = {"steps": 10, "frames": 13, "warmup_steps": 3, "keyframes": {"strategy": "uniform", "count": 2}}
+    paper, view = view_from_request(base), view_from_request({**base, "refresh_budget": 0.25})
+    assert paper["refresh"] == [] and "refresh" not in [item["key"] for item in paper["legend"]]
+    active = [i for i, role in enumerate(view["roles"]) if role == "active"]
+    assert [len(view["refresh"][i]) for i in active] == [refresh_count(0.25, 11, j) for j in range(len(active))]
+    assert all(not view["refresh"][i] for i, role in enumerate(view["roles"]) if role != "active")
+    assert not set().union(*map(set, view["refresh"])) & set(view["keyframes"]), "keyframes are never refresh frames"
+    assert view["active_cost"] == pytest.approx(active_cost(2 + 14 / 5, 13)) and view["ideal_speedup"] < paper["ideal_speedup"]
+    assert "partial passes: refresh_budget 0.25 of 11 non-keyframes, 14 refreshes over 5 active passes" in "\n".join(view["lines"])
+    assert view["legend"][-1]["key"] == "refresh" and view["refresh_source"] == "planned"
+
+
 def test_run_line_reports_slower_runs_as_slower():
     assert "slower by 10.90 s than dense" in run_line({"seconds_saved": -10.9, "estimated_dense_seconds": 20.0,
                                                        "sampler_seconds": 30.9, "full_passes": 5, "active_passes": 5})
@@ -373,3 +390,9 @@ def test_report_event_carries_the_run_line(pack_routes):
     assert view["lines"][-1].startswith("last run:") and "slower by 10.90 s" in view["lines"][-1]
     assert view["preset"] == "balanced" and "preset balanced" in view["lines"][1] and view["keyframes_source"] == "chosen"
     json.dumps(event)
+    # A run with partial passes: the view draws the frames it refreshed, not a plan.
+    refreshed = [[] for _ in range(10)]
+    refreshed[5], refreshed[8] = [3, 7], [4]
+    run.refresh_budget, run.refreshed = 0.1, refreshed
+    view = routes.report_event(run)["view"]
+    assert view["refresh"] == refreshed and view["refresh_source"] == "chosen" and "the last run refreshed" in "\n".join(view["lines"])

@@ -59,6 +59,12 @@ def preset_methods(reference: int) -> list[Method]:
             for name, p in PRESETS.items()]
 
 
+def fast_custom_method(reference: int) -> Method:
+    """A custom schedule at about 2.5x real-size cost, the fastest point of issue 17's targets (no preset is)."""
+    warmup = round(0.1 * reference)
+    return Method("custom 2.5x", warmup=warmup, min_stride=5, max_stride=7, note=f"warm-up {warmup}, strides 5-7")
+
+
 def partial_pass_methods(reference: int, budget: float = 0.25) -> list[Method]:
     """Partial passes (refresh_budget, docs/algorithm.md §11) on the fast and balanced presets' schedules."""
     rows = []
@@ -85,7 +91,7 @@ def methods(reference: int, ablations: bool = False) -> list[Method]:
     frontier = [Method(f"dense, {n} steps", kind="dense", steps=n, group="frontier", note=f"{100 * n / reference:.0f} %")
                 for n in frontier_steps(reference)]
     easycache = Method("EasyCache", kind="easycache", note="threshold calibrated to preset balanced's cost")
-    return [*preset_methods(reference), *partial_pass_methods(reference), easycache, *frontier,
+    return [*preset_methods(reference), fast_custom_method(reference), *partial_pass_methods(reference), easycache, *frontier,
             *(ablation_methods() if ablations else [])]
 
 

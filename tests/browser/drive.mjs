@@ -191,6 +191,11 @@ try {
   await edit(page, ids.sampler, "warmup_steps", 3);
   await waitView(page, ids.sampler, { warmup: "3" }, 10_000);
   seen.queueDuringEdits = (await api("/api/queue")).queue_running.length;
+  // 3b. Partial passes: a refresh budget draws refreshed non-keyframe cells in active columns, and back.
+  await setWidget(page, ids.sampler, "refresh_budget", 0.25);
+  seen.partial = await waitView(page, ids.sampler, { refreshes: (v) => Number(v) > 0 }, 10_000);
+  await setWidget(page, ids.sampler, "refresh_budget", 0);
+  seen.noPartial = await waitView(page, ids.sampler, { refreshes: "0" }, 10_000);
 
   // 4. Errors replace the drawing: a bad manual keyframe list, then an empty one, then fixed again.
   // Changes on the keyframes node are polled: a poll between two edits shows the first one's error (strategy

@@ -14,7 +14,8 @@ import { api } from "../../../scripts/api.js";
 const RHYMEFLOW_COLOR = "#2a4858";
 const RHYMEFLOW_BGCOLOR = "#3d6a80";
 const VIEW_NODES = new Set(["RhymeFlowSampler", "RhymeFlowKSampler"]);
-const SCHEDULE_WIDGETS = ["warmup_steps", "min_stride", "max_stride", "transition_1", "transition_2", "stride_schedule", "preset"];
+const SCHEDULE_WIDGETS = ["warmup_steps", "min_stride", "max_stride", "transition_1", "transition_2", "stride_schedule", "preset",
+  "refresh_budget"];
 const KEYFRAME_WIDGETS = ["strategy", "count", "similarity_threshold", "min_gap", "manual_frames"];
 const POLL_MS = 400; // catches changes on other nodes (steps, video length, keyframes) and graph loads
 const MAX_CHAIN = 12; // nodes followed upstream; the server refuses longer chains
@@ -145,12 +146,24 @@ function keyframeRows(frames, keyframes, rows) {
   return out;
 }
 
+// Partial passes: the rows of frames refreshed in a bucket's active steps.
+function refreshRows(view, columns, rows) {
+  const out = [];
+  for (let c = 0; c < columns; c++) {
+    const from = Math.floor((c * view.steps) / columns);
+    const to = Math.max(from + 1, Math.floor(((c + 1) * view.steps) / columns));
+    out.push(keyframeRows(view.frames, (view.refresh ?? []).slice(from, to).flat(), rows));
+  }
+  return out;
+}
+
 function drawSchedule(ctx, view, width, height) {
   const colors = view.colors;
   const columns = Math.min(view.steps, Math.floor(width));
   const rows = Math.min(view.frames, Math.floor(height));
   const roles = bucketRoles(view.roles, columns);
   const kfRows = keyframeRows(view.frames, view.keyframes, rows);
+  const refreshed = refreshRows(view, columns, rows);
   const cw = width / columns;
   const rh = height / rows;
   const gapX = cw > 3 ? 1 : 0;
@@ -159,7 +172,7 @@ function drawSchedule(ctx, view, width, height) {
     const x = c * cw;
     const w = Math.max(cw - gapX, 0.5);
     for (let r = 0; r < rows; r++) {
-      ctx.fillStyle = role !== "active" || kfRows[r] ? colors[role] : colors.skipped;
+      ctx.fillStyle = role !== "active" || kfRows[r] ? colors[role] : refreshed[c][r] ? colors.refresh : colors.skipped;
       ctx.fillRect(x, r * rh, w, Math.max(rh - gapY, 0.5));
     }
   });
@@ -254,7 +267,7 @@ function publish(state) {
   d.rhymeflowNode = String(state.node.id);
   d.state = state.error ? "error" : v ? "ready" : "loading";
   const fields = ["steps", "frames", "roles", "warmup", "full", "active", "keyframes", "keyframesSource", "speedup", "lines",
-    "presetControlled", "report", "comparison"];
+    "presetControlled", "report", "comparison", "refreshes"];
   for (const f of fields) delete d[f];
   if (state.error) {
     d.error = state.error;
@@ -265,7 +278,7 @@ function publish(state) {
   Object.assign(d, {
     steps: v.steps, frames: v.frames, roles: v.roles.join(","), warmup: v.warmup_passes, full: v.full_passes,
     active: v.active_passes, keyframes: v.keyframes.join(","), keyframesSource: v.keyframes_source,
-    speedup: v.ideal_speedup.toFixed(3),
+    speedup: v.ideal_speedup.toFixed(3), refreshes: (v.refresh ?? []).reduce((n, f) => n + f.length, 0),
     lines: JSON.stringify([...v.lines, ...(state.comparison ? [state.comparison] : []), ...v.warnings.map((w) => `! ${w}`)]),
     presetControlled: Object.keys(v.preset_values ?? {}).join(","),
   });
