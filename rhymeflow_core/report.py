@@ -33,11 +33,6 @@ class RunReport:
     active_passes: int = 0                  # steps that compute only the keyframes
     refresh_budget: float = 0.0             # partial passes (docs/algorithm.md §11); 0: the paper's active passes
     refreshed: list[list[int]] = field(default_factory=list)    # with a budget, per step: the non-keyframes it refreshed
-
-    @property
-    def refreshes(self) -> int:
-        """Non-keyframe refreshes in the run's partial passes (frames, summed over the active passes)."""
-        return sum(map(len, self.refreshed))
     keyframes: list[int] = field(default_factory=list)
     conditioned_frames: list[int] = field(default_factory=list)   # frames an image or noise mask fixes (always keyframes)
     # Counted inside the diffusion model, by what each call computed: "full" (stock forward),
@@ -56,6 +51,11 @@ class RunReport:
     warnings: dict[str, str] = field(default_factory=dict)
     schedule: Any = field(default=None, repr=False)    # the resolved ScheduleSettings
     keyframe_spec: Any = field(default=None, repr=False)  # the KeyframeSpec asked for
+
+    @property
+    def refreshes(self) -> int:
+        """Non-keyframe refreshes in the run's partial passes (frames, summed over the active passes)."""
+        return sum(map(len, self.refreshed))
 
     def count_call(self, kind: str, rows: int = 0) -> None:
         with _calls_lock:   # device threads of a MultiGPU CFG split count at once (docs/multi_gpu.md)

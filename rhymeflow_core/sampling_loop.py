@@ -72,8 +72,12 @@ def check_refresh(settings: SamplerSettings, run: RhymeFlowRun, extra_args: dict
                "context windows" if windows else
                "sequence-parallel sampling" if parallel.sequence_group(to) is not None else None)
     if problem:
-        raise RhymeFlowInputError(f"refresh_budget > 0 (partial passes) is not supported with {problem}; it needs a Wan "
-                                  "model, context=kv_cache, one GPU and no context windows. Set refresh_budget to 0.")
+        raise RhymeFlowInputError(refresh_refusal(problem))
+
+
+def refresh_refusal(problem: str) -> str:
+    return (f"refresh_budget > 0 (partial passes) is not supported with {problem}; it needs a Wan model, "
+            "context=kv_cache, one GPU and no context windows. Set refresh_budget to 0.")
 
 
 def refresh_count(budget: float, nonkey: int, index: int) -> int:

@@ -18,7 +18,7 @@ import torch
 from .errors import RhymeFlowInputError
 from .keyframes import STRATEGIES, KeyframeSpec, parse_manual_frames, select_keyframes
 from .presets import CUSTOM, PRESET_NAMES, PRESETS, resolve_schedule
-from .sampling_loop import SamplerSettings, check_inputs, refresh_count
+from .sampling_loop import SamplerSettings, check_inputs, refresh_count, refresh_refusal
 from .schedule import ScheduleSettings, build_schedule
 
 # Cost of an active pass as a fraction of a full pass, by keyframe count M: measured for Wan 2.1
@@ -482,7 +482,20 @@ def view_from_request(data: dict) -> dict:
             _fail(f"{rule}; {_show(bad)} is not one.")
         if len(set(chosen)) != len(chosen):
             _fail(f"{rule}; the list repeats a frame.")
-    return schedule_view(steps=steps, frames=frames, preset=preset, schedule=schedule, keyframes=spec,
+    view = schedule_view(steps=steps, frames=frames, preset=preset, schedule=schedule, keyframes=spec,
                          chosen=chosen or None, steps_source=steps_source, frames_source=frames_source, assumed=assumed,
                          refresh_budget=refresh_budget)
+    problem = _partial_pass_problem(_chain(data, "model") or []) if refresh_budget else None
+    if problem:   # the sampler refuses it before the first step (sampling_loop.check_refresh)
+        view["warnings"].append(refresh_refusal(problem))
+    return view
+
+
+def _partial_pass_problem(model: list[dict]) -> str | None:
+    """What in the model chain the sampler's partial passes would refuse: another family, another context."""
+    family, _ = _model_family(model)
+    if family in ("hunyuan", "ltxv"):
+        return f"the {FAMILY_NAMES[family]} model family"
+    context = next((n["widgets"].get("context") for n in model if n["class_type"] == "RhymeFlowTrajectoryProjection"), None)
+    return f"context={context}" if context not in (None, "kv_cache") else None
 

@@ -368,6 +368,19 @@ def test_partial_passes_are_drawn_and_priced_as_the_sampler_runs_them():
     assert view["legend"][-1]["key"] == "refresh" and view["refresh_source"] == "planned"
 
 
+def test_partial_passes_the_sampler_would_refuse_are_said_in_red():
+    def model(context, unet):
+        return [{"class_type": "RhymeFlowTrajectoryProjection", "widgets": {"context": context}},
+                {"class_type": "UNETLoader", "widgets": {"unet_name": unet}}]
+    base = {"steps": 30, "frames": 21, "refresh_budget": 0.2}
+    assert view_from_request({**base, "model": model("kv_cache", "wan2.1_t2v_1.3B_bf16.safetensors")})["warnings"] == []
+    hidden = view_from_request({**base, "model": model("hidden_cache", "wan2.1_t2v_1.3B_bf16.safetensors")})["warnings"]
+    assert len(hidden) == 1 and "not supported with context=hidden_cache" in hidden[0] and "Set refresh_budget to 0" in hidden[0]
+    hunyuan = view_from_request({**base, "model": model("kv_cache", "hunyuan_video_t2v_720p_bf16.safetensors")})["warnings"]
+    assert "the HunyuanVideo model family" in hunyuan[0]
+    assert view_from_request({**base, "refresh_budget": 0, "model": model("hidden_cache", "hunyuan.safetensors")})["warnings"] == []
+
+
 def test_run_line_reports_slower_runs_as_slower():
     assert "slower by 10.90 s than dense" in run_line({"seconds_saved": -10.9, "estimated_dense_seconds": 20.0,
                                                        "sampler_seconds": 30.9, "full_passes": 5, "active_passes": 5})
