@@ -52,13 +52,13 @@ def test_harness_runs_end_to_end_on_a_subset(tmp_path):
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
 
 
-def _shard(out, seed, rows):
+def _shard(out, seed, rows, reference=30):
     from tools import fidelity_report
     meta = {"command": f"python -m tools.fidelity --shard {seed}/2", "date": "2026-11-30", "commit": "x", "device": "cpu",
             "profile": "wan", "shift": 8, "cfg": 6, "solver": "uni_pc", "frames": 13, "pairs": 1, "prompts": ["p"],
             "seeds": [seed], "prompt_set": "busy", "minutes": 1.0, "active_cost": {2: 0.2, 4: 0.3},
-            "dense_seconds": {30: 2.0 * seed}, "real_ratio": {2: 0.18, 4: 0.35}}
-    fidelity_report.write_shard({30: rows}, meta, out)
+            "dense_seconds": {reference: 2.0 * seed}, "real_ratio": {2: 0.18, 4: 0.35}}
+    fidelity_report.write_shard({reference: rows}, meta, out)
 
 
 def _result(psnr, cost):
@@ -67,18 +67,22 @@ def _result(psnr, cost):
 
 def test_shards_merge_into_one_table_and_a_later_row_keeps_its_own_count(tmp_path):
     from tools import fidelity_report
-    dense = lambda psnr: fidelity.Method("dense, 15 steps", kind="dense", steps=15, group="frontier",
-                                         results=[_result(psnr, 15.0)])
+    def dense(psnr, steps=15):
+        return fidelity.Method(f"dense, {steps} steps", kind="dense", steps=steps, group="frontier",
+                               results=[_result(psnr, float(steps))])
     _shard(tmp_path / "a", 1, [dense(12.0), fidelity.Method("preset balanced", results=[_result(13.0, 15.0)])])
     _shard(tmp_path / "b", 2, [dense(14.0), fidelity.Method("preset balanced", results=[_result(15.0, 15.0)])])
     _shard(tmp_path / "c", 1, [fidelity.Method("custom 2.5x", results=[_result(11.0, 12.0)])])   # a later, one-row run
-    fidelity_report.merge([tmp_path / d for d in "abc"], tmp_path / "m", ["--merge", "a,b,c"])
+    _shard(tmp_path / "d", 1, [dense(10.0, 5), dense(12.0, 10)], reference=20)                    # ... and another reference
+    fidelity_report.merge([tmp_path / d for d in "abcd"], tmp_path / "m", ["--merge", "a,b,c,d"])
     data = json.loads((tmp_path / "m" / "fidelity.json").read_text())
     rows = {r["method"]: r for r in data["rows"]}
     assert (rows["dense, 15 steps"]["n"], rows["dense, 15 steps"]["psnr"]) == (2, 13.0)
     assert (rows["preset balanced"]["n"], rows["preset balanced"]["psnr"]) == (2, 14.0)
     assert rows["custom 2.5x"]["n"] == 1 and data["meta"]["pairs"] == 2 and data["meta"]["seeds"] == [1, 2]
-    assert "3 processes, 3.0 process-minutes" in (tmp_path / "m" / "fidelity.md").read_text()
+    assert data["meta"]["dense_seconds"] == {"30": pytest.approx(8 / 3), "20": 2.0}   # each reference over its shards
+    page = (tmp_path / "m" / "fidelity.md").read_text()
+    assert "4 processes, 4.0 process-minutes" in page and "**Reference: dense, 20 steps**" in page
 
 
 def test_partial_pass_cost_counts_the_rows_the_model_computed():

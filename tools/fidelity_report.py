@@ -133,10 +133,11 @@ def merge(shards: list[Path], out: Path, argv) -> None:
                 ms.append(m)
             m.results += raw["results"]
     metas = [d["meta"] for d in data]
-    shard_pairs = sum(m["pairs"] for m in metas)
 
-    def weighted(key):  # per-reference (or per-M) means, weighted by each shard's pairs
-        return {k: sum(m[key][k] * m["pairs"] for m in metas) / shard_pairs for k in metas[0][key]}
+    def weighted(key):  # per-reference (or per-M) means over the shards that have them, weighted by their pairs
+        keys = dict.fromkeys(k for m in metas for k in m[key])
+        return {k: sum(m[key][k] * m["pairs"] for m in metas if k in m[key]) / sum(m["pairs"] for m in metas if k in m[key])
+                for k in keys}
     meta = {**metas[0], "pairs": max(len(m.results) for ms in rows.values() for m in ms),
             "minutes": sum(m["minutes"] for m in metas), "shards": len(metas),
             "command": " && ".join(m["command"] for m in metas) + " (in parallel), then python -m tools.fidelity "
