@@ -88,10 +88,11 @@ def refresh_count(budget: float, nonkey: int, index: int) -> int:
     return min(total(index + 1) - total(index), nonkey)
 
 
-class _Refresher:
+class Refresher:
     """Chooses each active pass's refresh frames: the non-keyframes ranked by the relative change of their clean
     prediction between the last two full passes, taken in turn (so each is refreshed before any is again).
-    `refreshed` holds, per step, the frames chosen (the run report's; empty without a budget)."""
+    `refreshed` holds, per step, the frames chosen (the run report's; empty without a budget). The schedule
+    view plans with it too, ranking the non-keyframes in frame order (schedule_view.planned_refresh)."""
 
     def __init__(self, budget: float, steps: int):
         self.budget, self.passes, self.ranked, self.turn, self.last_full = budget, 0, [], 0, None
@@ -104,9 +105,12 @@ class _Refresher:
         if role == RHYTHMIC and nonkey and self.last_full is not None:
             change = [float((denoised[:, :, f] - self.last_full[:, :, f]).norm() / (denoised[:, :, f].norm() + 1e-12))
                       for f in nonkey]
-            self.ranked = [f for _, f in sorted(zip(change, nonkey, strict=True), key=lambda p: -p[0])]
-            self.turn = 0
+            self.rank([f for _, f in sorted(zip(change, nonkey, strict=True), key=lambda p: -p[0])])
         self.last_full = denoised
+
+    def rank(self, order: list[int]) -> None:
+        """A new group: its active passes take the non-keyframes in this order, from the first."""
+        self.ranked, self.turn = order, 0
 
     def choose(self, nonkey: list[int], step: int) -> tuple[int, ...]:
         if not self.budget or not nonkey or len(self.ranked) != len(nonkey):
@@ -219,7 +223,7 @@ def sample_rhymeflow(model, x, sigmas, extra_args=None, callback=None, disable=N
     keyframes = list(range(frames))   # every frame is advanced by the solver until detection
     nonkey: list[int] = []
     current: _Group | None = None   # the non-keyframes' current group
-    refresher, refresh = _Refresher(settings.refresh_budget, steps), ()
+    refresher, refresh = Refresher(settings.refresh_budget, steps), ()
     report.refresh_budget, report.refreshed = settings.refresh_budget, refresher.refreshed
     for i in trange(steps, disable=disable):
         compat.throw_if_interrupted()

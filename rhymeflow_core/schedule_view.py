@@ -18,7 +18,7 @@ import torch
 from .errors import RhymeFlowInputError
 from .keyframes import STRATEGIES, KeyframeSpec, parse_manual_frames, select_keyframes
 from .presets import CUSTOM, PRESET_NAMES, PRESETS, resolve_schedule
-from .sampling_loop import SamplerSettings, check_inputs, refresh_count, refresh_refusal
+from .sampling_loop import Refresher, SamplerSettings, check_inputs, refresh_refusal
 from .schedule import ScheduleSettings, build_schedule
 
 # Cost of an active pass as a fraction of a full pass, by keyframe count M: measured for Wan 2.1
@@ -123,22 +123,19 @@ def _fmt(x: float) -> str:
 
 
 def planned_refresh(plan, frames: int, keyframes: list[int], pending: int, budget: float) -> list[list[int]]:
-    """Per step, the frames its partial pass refreshes, as the sampler counts them (`refresh_count`); [] without
-    a budget. Which frames is chosen by content at each rhythmic point (most-changed first, docs/algorithm.md
-    §11); before a run the view stands in the non-keyframes in turn, so the drawing shows how many."""
+    """Per step, the frames its partial pass refreshes, chosen by the sampler's own `Refresher`; [] without a
+    budget. Which frames is chosen by content at each rhythmic point (most-changed first, docs/algorithm.md
+    §11); before a run the view ranks the non-keyframes in frame order, so the drawing shows how many."""
     keys = set(keyframes)
     nonkey = [f for f in range(frames) if f not in keys][: max(0, frames - len(keyframes) - pending)]
     if not budget or not nonkey:
         return []
-    out: list[list[int]] = [[] for _ in range(plan.steps)]
-    passes = 0
+    refresher = Refresher(budget, plan.steps)
     for group in plan.groups:
-        turn = 0
+        refresher.rank(nonkey)
         for i in range(group.start + 1, group.end):
-            count = refresh_count(budget, len(nonkey), passes)
-            out[i] = sorted(nonkey[(turn + j) % len(nonkey)] for j in range(count))
-            passes, turn = passes + 1, turn + count
-    return out
+            refresher.choose(nonkey, i)
+    return refresher.refreshed
 
 
 def schedule_view(steps: int, frames: int, preset: str = CUSTOM, schedule: ScheduleSettings = ScheduleSettings(),
